@@ -1,0 +1,147 @@
+"""The Redis layout shared by the pipeline (writer) and the API (reader) (SPEC §5).
+
+One hash per (entity, view): `rillet:<project>:{<entity>}:<view>`. The entity part is
+a Redis Cluster hash tag, so all views of one entity share a slot and one pipelined round
+trip reads them. Fields:
+
+- `t:<g>:<start>` → orjson `{feature: state}` for the tile of size `g` µs at `start` µs;
+- `p` → orjson pending records `[[ts, eid, {column: value}], ...]` (absent when none);
+- `m` → orjson `{"max_ts": µs, "folded": µs, "keys": [join key values]}`.
+
+Writers send absolute values of changed tiles (never increments), so a replay rewrites
+the same bytes. The key expires `ttl` after the entity's newest event time.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+from urllib.parse import quote, unquote
+
+import orjson
+
+from features.tiles import MIN_TS, EntityTiles, TileKey
+
+META_FIELD = "m"
+PENDING_FIELD = "p"
+TILE_PREFIX = "t:"
+
+
+def entity_id(values: Sequence[Any]) -> str:
+    """A stable string for an entity's join-key values (composite keys are ordered).
+
+    Values are percent-encoded, so `|`, `{` and `}` inside a value cannot break the key.
+
+    >>> entity_id(["u1", "item/7"])
+    'u1|item%2F7'
+    """
+    return "|".join(quote(str(v), safe="") for v in values)
+
+
+def entity_values(eid: str) -> list[str]:
+    """Inverse of `entity_id` (values come back as strings)."""
+    return [unquote(p) for p in eid.split("|")]
+
+
+def view_key(project: str, view: str, entity: str) -> str:
+    """The hash holding one entity's tiles for one view.
+
+    >>> view_key("demo", "user_txn", "u1")
+    'rillet:demo:{u1}:user_txn'
+    """
+    return f"rillet:{project}:{{{entity}}}:{view}"
+
+
+def tile_field(key: TileKey) -> str:
+    """The hash field of a tile."""
+    return f"{TILE_PREFIX}{key[0]}:{key[1]}"
+
+
+def encode_tiles(
+    state: EntityTiles, changed: Iterable[TileKey], keys: Sequence[Any]
+) -> dict[str, bytes]:
+    """Hash fields to `HSET` for the changed tiles plus meta and pending (absolute values)."""
+    out = {tile_field(k): orjson.dumps(state.tiles[k]) for k in changed if k in state.tiles}
+    out[META_FIELD] = orjson.dumps(
+        {"max_ts": state.max_ts, "folded": state.folded_until, "keys": list(keys)}
+    )
+    if state.pending:
+        out[PENDING_FIELD] = orjson.dumps(state.pending)
+    return out
+
+
+def removed_fields(state: EntityTiles, dropped: Iterable[TileKey]) -> list[str]:
+    """Hash fields to `HDEL`: dropped tiles, and `p` once nothing is pending."""
+    fields = [tile_field(k) for k in dropped]
+    if not state.pending:
+        fields.append(PENDING_FIELD)
+    return fields
+
+
+def decode_tiles(fields: Mapping[Any, Any]) -> EntityTiles | None:
+    """An `HGETALL` reply (bytes or str keys) back to `EntityTiles`; `None` if empty."""
+    if not fields:
+        return None
+    state = EntityTiles()
+    for raw_name, raw_value in fields.items():
+        name = raw_name.decode() if isinstance(raw_name, bytes) else raw_name
+        if name.startswith(TILE_PREFIX):
+            g, start = name[len(TILE_PREFIX) :].split(":")
+            state.tiles[(int(g), int(start))] = orjson.loads(raw_value)
+        elif name == PENDING_FIELD:
+            state.pending = orjson.loads(raw_value)
+        elif name == META_FIELD:
+            meta = orjson.loads(raw_value)
+            state.max_ts = meta.get("max_ts")
+            state.folded_until = meta.get("folded", MIN_TS)
+    return state
+
+
+def expire_at_ms(max_ts_us: int, ttl_us: int) -> int:
+    """The `PEXPIREAT` time of an entity: `ttl` after its newest event."""
+    return (max_ts_us + ttl_us) // 1000
+
+
+def partition_of(key_values: Sequence[Any], partitions: int) -> int:
+    """The broker partition of a source key: a stable crc32 hash (never Python's `hash`).
+
+    >>> partition_of(["u1"], 4) == partition_of(["u1"], 4)
+    True
+    """
+    return zlib.crc32(entity_id(key_values).encode()) % partitions
+
+
+def stream_key(project: str, topic: str, partition: int) -> str:
+    """The Redis stream of one partition of a topic."""
+    return f"rillet:{project}:stream:{topic}:{partition}"
+
+
+def dead_letter_key(project: str, source: str) -> str:
+    """The dead-letter stream of a source."""
+    return f"rillet:{project}:dlq:{source}"
+
+
+def source_stats_key(project: str, source: str) -> str:
+    """Hash of pipeline counters for a source (applied, duplicates, late, invalid, lag)."""
+    return f"rillet:{project}:stats:{source}"
+
+
+def freshness_key(project: str) -> str:
+    """Hash view → newest event time applied (µs)."""
+    return f"rillet:{project}:freshness"
+
+
+def entity_count_key(project: str, view: str) -> str:
+    """HyperLogLog of the entities seen by a view (an approximate entity count)."""
+    return f"rillet:{project}:entities:{view}"
+
+
+def registry_key(project: str) -> str:
+    """The applied registry document (JSON)."""
+    return f"rillet:{project}:registry"
+
+
+def registry_channel(project: str) -> str:
+    """Pub/sub channel announcing a newly applied registry hash."""
+    return f"rillet:{project}:registry:applied"

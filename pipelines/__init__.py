@@ -1,0 +1,1 @@
+"""How features are computed: the Bytewax stream dataflow, sources, sinks, backfill, export."""

@@ -1,0 +1,1 @@
+"""The `rillet` command line; each command group lives in its own module, loaded lazily."""
