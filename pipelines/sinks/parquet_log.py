@@ -1,0 +1,183 @@
+"""The offline event log (docs/storage.md): accepted events as zstd Parquet, by date.
+
+Files are `<root>/<source>/date=YYYY-MM-DD/<writer>-<seq>.parquet`, written to a `.tmp`
+name and renamed. The stream's sink is a `FixedPartitionedSink` whose partitions buffer
+Arrow tables and write them at each epoch close; its recovery state is the next `seq`, and
+on resume it deletes its files numbered at or above it (the replay writes them again), so
+the log holds every accepted event once and never a partial file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+
+from features.model import Source
+
+TS_TYPE = pa.timestamp("us", tz="UTC")
+ARROW_TYPES: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "bool": pa.bool_(),
+    "timestamp": TS_TYPE,
+}
+FLUSH_ROWS = 250_000  # flush a partition's buffer mid-epoch beyond this many rows
+_FILE = re.compile(r"^(?P<writer>[^/]+)-(?P<seq>\d+)\.parquet$")
+
+
+class LogEvent(Protocol):
+    """What the log needs of a validated event (`features.schema.Event`)."""
+
+    ts: int
+    eid: Any
+    row: dict[str, Any]
+    extra: dict[str, Any]
+    correlation_id: str | None
+
+
+def log_dir(root: Path | str, source_name: str) -> Path:
+    """The directory holding one source's log (its `date=` partitions below)."""
+    return Path(root) / source_name
+
+
+def log_schema(source: Source) -> pa.Schema:
+    """The Arrow schema of a source's log: schema columns, then the underscore columns."""
+    fields = [pa.field(c.name, ARROW_TYPES[c.dtype], nullable=c.nullable) for c in source.schema]
+    eid_type = ARROW_TYPES[source.columns[source.event_id].dtype]
+    fields += [
+        pa.field("_event_id", eid_type, nullable=False),
+        pa.field("_event_time", TS_TYPE, nullable=False),
+        pa.field("_ingested_at", TS_TYPE, nullable=False),
+        pa.field("_correlation_id", pa.string()),
+        pa.field("_extra", pa.string(), nullable=False),
+    ]
+    return pa.schema(fields)
+
+
+def events_to_table(
+    source: Source, events: Sequence[LogEvent], ingested_at: Sequence[int]
+) -> pa.Table:
+    """Accepted events (timestamps in µs) as a table in the log schema."""
+    schema = log_schema(source)
+    columns: list[pa.Array] = []
+    for col in source.schema:
+        name = col.name
+        columns.append(pa.array([e.row.get(name) for e in events], type=ARROW_TYPES[col.dtype]))
+    columns.append(pa.array([e.eid for e in events], type=schema.field("_event_id").type))
+    columns.append(pa.array([e.ts for e in events], type=TS_TYPE))
+    columns.append(pa.array(ingested_at, type=TS_TYPE))
+    columns.append(pa.array([e.correlation_id for e in events], type=pa.string()))
+    columns.append(
+        pa.array([orjson.dumps(e.extra or {}).decode() for e in events], type=pa.string())
+    )
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def write_table_atomic(path: Path, table: pa.Table) -> None:
+    """Write `table` as zstd Parquet at `path` via a `.tmp` sibling and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def split_by_date(table: pa.Table) -> dict[str, pa.Table]:
+    """Rows grouped by the UTC date of `_event_time` (`YYYY-MM-DD`)."""
+    days = pc.cast(pc.divide(pc.cast(table["_event_time"], pa.int64()), 86_400_000_000), pa.int64())
+    if len(table) and pc.min(days).as_py() == pc.max(days).as_py():
+        return {_day_name(pc.min(days).as_py()): table}
+    out: dict[str, pa.Table] = {}
+    for day in pc.unique(days).to_pylist():
+        out[_day_name(day)] = table.filter(pc.equal(days, day))
+    return out
+
+
+def _day_name(day: int) -> str:
+    return datetime.fromtimestamp(day * 86_400, tz=UTC).strftime("%Y-%m-%d")
+
+
+def writer_files(root: Path, writer: str) -> list[tuple[int, Path]]:
+    """Every file (and leftover `.tmp`) of one writer under `root`, with its sequence number."""
+    out: list[tuple[int, Path]] = []
+    if not root.exists():
+        return out
+    for path in root.glob(f"*/date=*/{writer}-*"):
+        name = path.name.removesuffix(".tmp")
+        match = _FILE.match(name)
+        if match and match["writer"] == writer:
+            out.append((int(match["seq"]), path))
+    return out
+
+
+def file_name(writer: str, seq: int) -> str:
+    """The deterministic name of a writer's `seq`-th flush."""
+    return f"{writer}-{seq:08d}.parquet"
+
+
+class _LogPartition(StatefulSinkPartition[Any, int]):
+    def __init__(self, root: Path, writer: str, resume_seq: int | None) -> None:
+        self.root = root
+        self.writer = writer
+        self.seq = resume_seq or 0
+        for seq, path in writer_files(root, writer):
+            if seq >= self.seq or path.name.endswith(".tmp"):
+                path.unlink(missing_ok=True)
+        self.buffer: dict[str, list[pa.Table]] = {}
+        self.rows = 0
+
+    def write_batch(self, values: list[Any]) -> None:
+        for batch in values:
+            if batch.table is not None and len(batch.table):
+                self.buffer.setdefault(batch.source, []).append(batch.table)
+                self.rows += len(batch.table)
+        if self.rows >= FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        for source, tables in sorted(self.buffer.items()):
+            table = pa.concat_tables(tables)
+            for day, part in sorted(split_by_date(table).items()):
+                path = log_dir(self.root, source) / f"date={day}" / file_name(self.writer, self.seq)
+                write_table_atomic(path, part)
+        self.seq += 1
+        self.buffer = {}
+        self.rows = 0
+
+    def snapshot(self) -> int:
+        self.flush()
+        return self.seq
+
+    def close(self) -> None:
+        self.flush()
+
+
+class ParquetLogSink(FixedPartitionedSink[Any, int]):
+    """Exactly-once Parquet files from `(writer key, LogBatch)` items (`.source`, `.table`)."""
+
+    def __init__(self, root: Path, writers: Sequence[str]) -> None:
+        self.root = Path(root)
+        self.writers = list(writers)
+
+    def list_parts(self) -> list[str]:
+        return self.writers
+
+    def part_fn(self, item_key: str) -> int:
+        return self.writers.index(item_key)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _LogPartition:
+        return _LogPartition(self.root, for_part, resume_state)

@@ -1,0 +1,1 @@
+"""Sources of the stream pipeline: Redis Streams, Kafka and files, all emitting raw batches."""
