@@ -19,7 +19,16 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
-from features.model import Column, Definitions, Source
+from features.model import Definitions, Source
+from pipelines.generated_columns import (
+    Draw,
+    Population,
+    apply_nulls,
+    breakage,
+    column_values,
+    correlate,
+    population,
+)
 
 US_PER_MS = 1_000
 US_PER_HOUR = 3_600_000_000
@@ -28,8 +37,6 @@ US_PER_DAY = 24 * US_PER_HOUR
 Kind = Literal["ok", "duplicate", "late", "invalid"]
 # Share of the total per known example source; other sources share equally.
 DEFAULT_SHARES: dict[str, float] = {"page_views": 0.55, "transactions": 0.30, "logins": 0.15}
-COUNTRIES: tuple[str, ...] = ("US", "GB", "DE", "FR")
-COUNTRY_WEIGHTS: tuple[float, ...] = (0.5, 0.2, 0.15, 0.15)
 APP_VERSIONS: tuple[str, ...] = ("web-5.2", "ios-3.8.1", "android-3.7.0", "ios-3.7.4")
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd: multiplication by it is a bijection mod 2**64
 
@@ -84,17 +91,6 @@ class SourceEvents:
         return path
 
 
-@dataclass
-class _Population:
-    """Shared entity populations: the same hot users browse, buy and log in."""
-
-    user_ids: np.ndarray
-    user_p: np.ndarray
-    user_country: np.ndarray
-    item_ids: np.ndarray
-    item_p: np.ndarray
-
-
 def generate(defs: Definitions, config: GeneratorConfig | None = None) -> dict[str, SourceEvents]:
     """Events for every source of `defs`, keyed by source name (deterministic per seed)."""
     config = config or GeneratorConfig()
@@ -102,13 +98,11 @@ def generate(defs: Definitions, config: GeneratorConfig | None = None) -> dict[s
     end_us -= end_us % US_PER_MS
     names = sorted(defs.sources)
     sizes = _split(config.events, names, config.shares)
-    population = _population(config, np.random.default_rng([config.seed, 0]))
+    pop = _population(config, np.random.default_rng([config.seed, 0]))
     out: dict[str, SourceEvents] = {}
     for index, name in enumerate(names):
         rng = np.random.default_rng([config.seed, 1 + index, zlib.crc32(name.encode())])
-        out[name] = generate_source(
-            defs.sources[name], sizes[name], config, end_us, rng, population
-        )
+        out[name] = generate_source(defs.sources[name], sizes[name], config, end_us, rng, pop)
     return out
 
 
@@ -118,16 +112,13 @@ def generate_source(
     config: GeneratorConfig,
     end_us: int,
     rng: np.random.Generator,
-    population: _Population | None = None,
+    pop: Population | None = None,
 ) -> SourceEvents:
     """`n` regular events of one source plus its duplicates, late and invalid events."""
-    population = population or _population(config, rng)
+    pop = pop or _population(config, rng)
     lateness = max(source.allowed_lateness, 2_000_000)
     times = _event_times(n, config.days, end_us, rng)
-    users = _users(n, rng, population)
-    columns = {
-        c.name: _column(c, source, n, times, users, rng, population, config) for c in source.schema
-    }
+    columns = _columns(source, n, times, config, rng, pop)
     salt = zlib.crc32(f"{config.seed}:{source.name}".encode())
     columns[source.event_id] = _event_ids(source, np.arange(n), salt)
     # Arrival = event time + a small delay, bounded by a quarter of the allowed lateness, so
@@ -235,18 +226,35 @@ def _split(total: int, names: list[str], shares: Mapping[str, float]) -> dict[st
     return dict(zip(names, counts.tolist(), strict=True))
 
 
-def _population(config: GeneratorConfig, rng: np.random.Generator) -> _Population:
-    ranks = np.arange(1, config.users + 1, dtype=float)
-    user_p = ranks**-config.user_skew
-    item_p = np.arange(1, config.items + 1, dtype=float) ** -1.1
-    perm = rng.permutation(config.users)  # hot users are not simply u00001, u00002, …
-    return _Population(
-        user_ids=np.array([f"u{i:05d}" for i in perm + 1]),
-        user_p=user_p / user_p.sum(),
-        user_country=rng.choice(np.array(COUNTRIES), config.users, p=COUNTRY_WEIGHTS),
-        item_ids=np.array([f"item-{i:04d}" for i in rng.permutation(config.items) + 1]),
-        item_p=item_p / item_p.sum(),
-    )
+def _population(config: GeneratorConfig, rng: np.random.Generator) -> Population:
+    return population(config.users, config.items, config.user_skew, rng)
+
+
+def _columns(
+    source: Source,
+    n: int,
+    times: np.ndarray,
+    config: GeneratorConfig,
+    rng: np.random.Generator,
+    pop: Population,
+) -> dict[str, np.ndarray]:
+    """All schema columns of `n` events (the event id is filled in by the caller)."""
+    draw = Draw(n, _pick(pop.user_p, n, rng), _pick(pop.item_p, n, rng), pop, rng)
+    columns: dict[str, np.ndarray] = {source.event_id: np.empty(0)}  # filled in later
+    for col in source.schema:
+        if col.name == source.timestamp or col.dtype == "timestamp":
+            columns[col.name] = _format_times(times, config.timestamp_format)
+        elif col.name != source.event_id:
+            columns[col.name] = column_values(col, draw)
+    correlate(source, columns, rng)
+    for col in source.schema:
+        if col.name in columns:
+            apply_nulls(col, source, columns[col.name], config.null_rate, rng)
+    return columns
+
+
+def _pick(p: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    return rng.choice(len(p), n, p=p)
 
 
 def _event_times(n: int, days: float, end_us: int, rng: np.random.Generator) -> np.ndarray:
@@ -265,91 +273,6 @@ def _event_times(n: int, days: float, end_us: int, rng: np.random.Generator) -> 
     return times - times % US_PER_MS
 
 
-def _column(
-    col: Column,
-    source: Source,
-    n: int,
-    times: np.ndarray,
-    users: np.ndarray,
-    rng: np.random.Generator,
-    pop: _Population,
-    config: GeneratorConfig,
-) -> np.ndarray:
-    """Values of one schema column, realistic for the names we know, valid for the rest."""
-    name, checks = col.name, col.checks
-    if name == source.timestamp or col.dtype == "timestamp":
-        return _format_times(times, config.timestamp_format)
-    if name == "user_id":
-        return np.asarray(pop.user_ids[users])
-    if name == "item_id":
-        return pop.item_ids[rng.choice(len(pop.item_ids), n, p=pop.item_p)]
-    values: np.ndarray
-    if checks.isin:
-        choices = np.array(checks.isin, dtype=object)
-        if name == "country" and set(COUNTRIES) <= set(checks.isin):
-            # Mostly the user's home country; sometimes travelling.
-            values = pop.user_country[users].astype(object)
-            away = rng.random(n) < 0.05
-            values[away] = choices[rng.integers(0, len(choices), int(away.sum()))]
-        else:
-            weights = 1.0 / np.arange(1, len(choices) + 1)
-            values = choices[rng.choice(len(choices), n, p=weights / weights.sum())]
-    elif col.dtype == "float":
-        # Heavy-tailed, like purchase amounts or dwell times (lognormal).
-        values = np.round(rng.lognormal(3.4, 1.1, n), 2)
-        values = _bounded(values, checks.ge, checks.gt, checks.le, checks.lt)
-    elif col.dtype == "int":
-        values = rng.geometric(0.05, n).astype(np.int64)
-        values = _bounded(values, checks.ge, checks.gt, checks.le, checks.lt).astype(np.int64)
-    elif col.dtype == "bool":
-        values = rng.random(n) < (0.93 if name in ("success", "ok", "succeeded") else 0.3)
-    else:
-        values = _strings(col, n, rng)
-    values = values.astype(object)
-    if col.nullable and name not in source.key:
-        values[rng.random(n) < config.null_rate] = None
-    return values
-
-
-def _users(n: int, rng: np.random.Generator, pop: _Population) -> np.ndarray:
-    return rng.choice(len(pop.user_ids), n, p=pop.user_p)
-
-
-def _bounded(
-    values: np.ndarray, ge: Any, gt: Any, le: Any, lt: Any
-) -> np.ndarray:  # keep within the column's checks
-    if ge is not None:
-        values = np.maximum(values, ge)
-    if gt is not None:
-        values = np.where(values <= gt, gt + 1, values)
-    if le is not None:
-        values = np.minimum(values, le)
-    if lt is not None:
-        values = np.where(values >= lt, lt - 1, values)
-    return values
-
-
-def _strings(col: Column, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Zipf-distributed category strings such as merchants, pages or devices."""
-    stem = col.name.removesuffix("_id").removesuffix("_name") or "v"
-    size = 300 if col.name in ("merchant", "merchant_id") else 50
-    weights = np.arange(1, size + 1, dtype=float) ** -1.05
-    pool = np.array([f"{stem}_{i:03d}" for i in range(1, size + 1)], dtype=object)
-    values = pool[rng.choice(size, n, p=weights / weights.sum())]
-    lo, hi = col.checks.str_length_min, col.checks.str_length_max
-    if lo is not None or hi is not None:
-        values = np.array([_fit(v, lo, hi) for v in values.tolist()], dtype=object)
-    return values
-
-
-def _fit(value: str, lo: int | None, hi: int | None) -> str:
-    if lo is not None and len(value) < lo:
-        value = value.ljust(lo, "x")
-    if hi is not None and len(value) > hi:
-        value = value[-hi:]
-    return value
-
-
 def _mix(index: np.ndarray, salt: int) -> np.ndarray:
     """A bijection of 64-bit integers: distinct indexes give distinct, random-looking ids."""
     with np.errstate(over="ignore"):
@@ -365,7 +288,8 @@ def _event_ids(source: Source, index: np.ndarray, salt: int) -> np.ndarray:
 
 
 def _correlation_ids(index: np.ndarray, salt: int) -> np.ndarray:
-    return np.array([f"req-{v:016x}" for v in _mix(index, salt ^ 0x5BD1E995).tolist()])
+    ids = [f"req-{v:016x}" for v in _mix(index, salt ^ 0x5BD1E995).tolist()]
+    return np.array(ids, dtype=object)
 
 
 def _format_times(times: np.ndarray, fmt: str) -> np.ndarray:
@@ -410,19 +334,7 @@ def _corrupt(
     """Break one rule of the schema: a bound, a category, a type, a null or a missing field."""
     row[source.event_id] = _event_ids(source, np.array([index]), salt)[0]
     row["correlation_id"] = _correlation_ids(np.array([index]), salt)[0]
-    options: list[tuple[str, Any]] = [(source.timestamp, "not-a-time")]
-    for col in source.schema:
-        if col.name in (source.event_id, source.timestamp):
-            continue
-        bound = col.checks.ge if col.checks.ge is not None else col.checks.gt
-        if bound is not None:
-            options.append((col.name, bound - 5 if col.dtype == "int" else bound - 12.5))
-        if col.checks.isin:
-            options.append((col.name, "ZZ"))
-        if col.dtype in ("float", "int"):
-            options.append((col.name, "n/a"))
-        if not col.nullable:
-            options.append((col.name, None))
+    options = breakage(source)
     name, value = options[int(rng.integers(0, len(options)))]
     if value is None and rng.random() < 0.5:
         row.pop(name, None)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
 from features.lateness import KeyLedger
+from features.loader import load_definitions
 from features.model import Checks, Column, Definitions, Source
 from pipelines.generator import GeneratorConfig, generate, top_entities, training_spine
 
@@ -45,6 +47,7 @@ VIEWS = Source(
     ),
 )
 DEFS = Definitions(entities={}, sources={"transactions": TXN, "page_views": VIEWS}, views={})
+EXAMPLE = load_definitions(Path(__file__).parents[2] / "features" / "definitions")
 
 
 def to_us(value: object) -> int:
@@ -55,8 +58,9 @@ def to_us(value: object) -> int:
 
 @pytest.mark.parametrize("fmt", ["iso", "ms"])
 def test_labels_match_the_reference_lateness_and_dedup_rules(fmt: str) -> None:
-    out = generate(DEFS, GeneratorConfig(events=20_000, end_us=END, timestamp_format=fmt))
-    for source in (TXN, VIEWS):
+    out = generate(EXAMPLE, GeneratorConfig(events=20_000, end_us=END, timestamp_format=fmt))
+    assert set(out) == set(EXAMPLE.sources)
+    for source in EXAMPLE.sources.values():
         events = out[source.name]
         counts = events.counts()
         assert counts["duplicate"] > 0 and counts["late"] > 0 and counts["invalid"] > 0
@@ -68,7 +72,7 @@ def test_labels_match_the_reference_lateness_and_dedup_rules(fmt: str) -> None:
             key = tuple(event[k] for k in source.key)
             ledger = ledgers.setdefault(key, KeyLedger())
             verdict = ledger.judge(
-                to_us(event["ts"]), event[source.event_id], source.allowed_lateness
+                to_us(event[source.timestamp]), event[source.event_id], source.allowed_lateness
             )
             assert verdict == expected[kind], (source.name, event, kind)
 
