@@ -122,9 +122,19 @@ def dead_letter_key(project: str, source: str) -> str:
     return f"rillet:{project}:dlq:{source}"
 
 
+def dead_letter_marks_key(project: str, source: str) -> str:
+    """Hash of the newest origin position dead-lettered per ordered stream (replay guard)."""
+    return f"rillet:{project}:dlq:{source}:marks"
+
+
 def source_stats_key(project: str, source: str) -> str:
     """Hash of pipeline counters for a source (applied, duplicates, late, invalid, lag)."""
     return f"rillet:{project}:stats:{source}"
+
+
+def source_stats_parts_key(project: str, source: str) -> str:
+    """Hash of per-shard/per-partition counter parts behind the totals of `source_stats_key`."""
+    return f"rillet:{project}:stats:{source}:parts"
 
 
 def freshness_key(project: str) -> str:
