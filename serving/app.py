@@ -1,0 +1,121 @@
+"""The FastAPI app factory and its lifespan (`uvicorn --factory serving.app:create_app`).
+
+The lifespan opens the Redis pools (asyncio with hiredis for reads, a sync one for the
+registry watcher and the event producer), starts the registry watcher, and closes all of
+it on shutdown. Settings are passed in (tests) or read once from `RILLET_*`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import redis
+from fastapi import FastAPI
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from features.logs import configure_logging
+from features.registry import RegistryWatcher
+from serving.deps import ServerState
+from serving.errors import install_error_handlers
+from serving.middleware import RequestContextMiddleware
+from serving.responses import JsonBytes
+from serving.routes import catalog, events, features, health, status
+from serving.settings import Settings, get_settings
+
+log = logging.getLogger("rillet.serving")
+
+
+def _redis_options(settings: Settings) -> dict[str, Any]:
+    """Short timeouts and one quick retry: a dead Redis must become a 503, not a hang."""
+    return {
+        "socket_timeout": settings.redis_timeout_s,
+        "socket_connect_timeout": settings.redis_timeout_s,
+        "max_connections": settings.redis_max_connections,
+    }
+
+
+def make_producer(settings: Settings, client: redis.Redis) -> Any:
+    """The broker producer of `POST /v1/events` (`RILLET_BROKER`)."""
+    from pipelines.producer import KafkaEventProducer, RedisStreamProducer
+
+    if settings.broker == "kafka":
+        return KafkaEventProducer(settings.kafka_bootstrap)
+    return RedisStreamProducer(client, settings.project, settings.stream_partitions)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Open pools and start watching the registry; close everything on the way out."""
+    settings: Settings = app.state.settings
+    backoff = ExponentialBackoff(cap=0.05, base=0.005)
+    reader = Redis.from_url(
+        settings.redis_url, retry=AsyncRetry(backoff, 1), **_redis_options(settings)
+    )
+    sync = redis.Redis.from_url(
+        settings.redis_url, retry=Retry(backoff, 1), **_redis_options(settings)
+    )
+    watcher = RegistryWatcher(sync, settings.project, settings.registry_poll_s)
+    app.state.rillet = ServerState(
+        settings=settings,
+        redis=reader,
+        sync_redis=sync,
+        watcher=watcher,
+        producer=make_producer(settings, sync),
+    )
+    log.info(
+        "serving project %r from %s",
+        settings.project,
+        settings.redis_url.rpartition("@")[2],
+        extra={"registry": getattr(watcher.current(), "content_hash", None)},
+    )
+    try:
+        yield
+    finally:
+        stop = getattr(watcher, "stop", None) or getattr(watcher, "close", None)
+        if stop is not None:
+            stop()
+        await reader.aclose()
+        sync.close()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A configured app: routers, error mapping, request middleware; pools open on startup."""
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+    try:
+        release = version("rillet")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        release = "0"
+    app = FastAPI(
+        title="Rillet feature server",
+        version=release,
+        description="Online feature vectors, event push, catalog and status (SPEC §6).",
+        lifespan=lifespan,
+        default_response_class=JsonBytes,
+    )
+    app.state.settings = settings
+    app.state.api_keys = settings.keys
+    install_error_handlers(app)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        timeout_s=settings.request_timeout_s,
+        max_in_flight=settings.max_in_flight,
+        access_log=settings.access_log,
+    )
+    for module in (health, features, events, catalog, status):
+        app.include_router(module.router)
+    try:  # TODO(H5): import unconditionally once serving/routes/historical.py lands
+        from serving.routes import historical
+    except ImportError:
+        log.warning("serving.routes.historical missing; POST /v1/features/historical disabled")
+    else:
+        app.include_router(historical.router)
+    return app

@@ -1,0 +1,144 @@
+"""The online read path: feature vectors as of now in one Redis round trip (SPEC §5, §6).
+
+Every (entity, view) pair of a request is one `HGETALL` of `layout.view_key`, all sent
+in one pipeline; each reply is decoded with `layout.decode_tiles` and evaluated with the
+view's precompiled `ViewTiler` — the window semantics live in `features.tiles` only.
+An entity with no hash is an entity never seen: its values are `empty_values()`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+
+from features.durations import iso
+from features.errors import ValidationError
+from features.layout import decode_tiles, entity_id, view_key
+from features.tiles import EntityTiles
+from serving import metrics
+from serving.compiled import ReadPlan, ServedView
+
+
+def entity_keys(plan: ReadPlan, project: str, entities: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The hash keys to read, entity-major then view; 422 listing entities missing a key."""
+    keys: list[str] = []
+    problems: list[dict[str, Any]] = []
+    for index, entity in enumerate(entities):
+        for read in plan.reads:
+            served = read.served
+            values = _join_values(served, entity)
+            if values is None:
+                missing = [k for k in served.join_keys if entity.get(k) is None]
+                problems.append(
+                    {
+                        "index": index,
+                        "view": served.view.name,
+                        "reasons": [f"missing join key {k!r}" for k in missing],
+                    }
+                )
+                continue
+            keys.append(view_key(project, served.view.name, entity_id(values)))
+    if problems:
+        first = problems[0]
+        msg = (
+            f"entity {first['index']} for view {first['view']!r}: {', '.join(first['reasons'])}"
+            f" ({len(problems)} problem(s) in all, see details)"
+        )
+        raise ValidationError(msg, details=problems)
+    return keys
+
+
+def _join_values(served: ServedView, entity: Mapping[str, Any]) -> list[Any] | None:
+    values = []
+    for key, coerce in zip(served.join_keys, served.coercers, strict=True):
+        value = entity.get(key)
+        if value is None:
+            return None
+        values.append(coerce(value) if coerce is not None else value)
+    return values
+
+
+async def fetch(redis: Redis, keys: Sequence[str]) -> list[dict[bytes, bytes]]:
+    """`HGETALL` of every key in one pipelined round trip."""
+    started = time.perf_counter()
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.hgetall(key)
+        replies: list[dict[bytes, bytes]] = await pipe.execute()
+    metrics.REDIS_SECONDS.labels("online_read").observe(time.perf_counter() - started)
+    return replies
+
+
+def evaluate(
+    plan: ReadPlan,
+    entities: Sequence[Mapping[str, Any]],
+    replies: Sequence[Mapping[bytes, bytes]],
+    as_of: int,
+) -> list[dict[str, Any]]:
+    """One result per entity: values keyed `view:feature`, and the newest event time used."""
+    results: list[dict[str, Any]] = []
+    reply_iter = iter(replies)
+    for entity in entities:
+        values: dict[str, Any] = {}
+        newest: int | None = None
+        for read in plan.reads:
+            state = decode_tiles(next(reply_iter))
+            if state is None:
+                values.update(zip(read.out_keys, read.empty, strict=True))
+                continue
+            evaluated = read.served.tiler.evaluate(state, as_of, read.names)
+            stamps = read.served.timestamp_features
+            for name, out_key in zip(read.names, read.out_keys, strict=True):
+                value = evaluated[name]
+                values[out_key] = _as_time(value) if name in stamps else value
+            used = newest_used(state, as_of)
+            if used is not None and (newest is None or used > newest):
+                newest = used
+        results.append(
+            {
+                "entity": dict(entity),
+                "values": values,
+                "event_time": iso(newest) if newest is not None else None,
+            }
+        )
+    return results
+
+
+def newest_used(state: EntityTiles, as_of: int) -> int | None:
+    """The newest event time of the entity at or before `as_of` (pending events included)."""
+    if state.max_ts is not None and state.max_ts <= as_of:
+        return state.max_ts
+    candidates = [rec[0] for rec in state.pending if rec[0] <= as_of]
+    if state.tiles and state.folded_until <= as_of:
+        candidates.append(state.folded_until)
+    return max(candidates) if candidates else None
+
+
+def _as_time(value: Any) -> Any:
+    """Timestamp-valued results (µs) as ISO-8601 strings; lists element-wise."""
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return [iso(v) if isinstance(v, int) else v for v in value]
+    return iso(value) if isinstance(value, int) else value
+
+
+async def read_online(
+    redis: Redis,
+    plan: ReadPlan,
+    project: str,
+    entities: Sequence[Mapping[str, Any]],
+    as_of: int,
+) -> dict[str, Any]:
+    """The full `POST /v1/features/online` answer for resolved features and entities."""
+    metrics.ONLINE_ENTITIES.observe(len(entities))
+    keys = entity_keys(plan, project, entities)
+    replies = await fetch(redis, keys) if keys else []
+    return {
+        "features": list(plan.features),
+        "results": evaluate(plan, entities, replies, as_of),
+        "as_of": iso(as_of),
+    }

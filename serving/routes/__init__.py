@@ -1,0 +1,1 @@
+"""HTTP routers, one per area of SPEC §6 (historical lives with the offline engine)."""
