@@ -336,8 +336,8 @@ def _corrupt(
     row["correlation_id"] = _correlation_ids(np.array([index]), salt)[0]
     options = breakage(source)
     name, value = options[int(rng.integers(0, len(options)))]
-    if value is None and rng.random() < 0.5:
-        row.pop(name, None)
+    if value is None and name not in source.key and rng.random() < 0.5:
+        row.pop(name, None)  # a missing field (key columns stay, so the event can be routed)
     else:
         row[name] = value
     return row
