@@ -14,8 +14,8 @@ from typing import Any
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from features.durations import to_us
-from features.model import CHECK_NAMES, DTYPES, NUMERIC_DTYPES, Checks, Column, did_you_mean
-from features.yaml_fields import Fields, describe
+from features.model import CHECK_NAMES, DTYPES, NUMERIC_DTYPES, Checks, Column
+from features.yaml_fields import Fields, describe, suggest
 from features.yaml_source import FileProblems, Pos, item_pos
 
 COLUMN_FIELDS = ("dtype", "nullable", "checks")
@@ -53,8 +53,7 @@ def read_column(out: FileProblems, source: str, name: str, node: Any, pos: Pos) 
     if dtype is not None and dtype not in DTYPES:
         fields.problem(
             fields.pos("dtype"),
-            f"unknown dtype {dtype!r}{did_you_mean(dtype, DTYPES)} "
-            f"(expected one of: {', '.join(DTYPES)})",
+            f"unknown dtype {dtype!r}{suggest(dtype, DTYPES)}",
         )
         dtype = None
     nullable = fields.boolean("nullable") or False
@@ -71,11 +70,8 @@ def _read_checks(column: Fields, node: CommentedMap, dtype: str | None) -> Check
     values: dict[str, Any] = {}
     for key in node:
         if not isinstance(key, str) or key not in CHECK_NAMES:
-            hint = did_you_mean(str(key), CHECK_NAMES)
-            fields.problem(
-                fields.key_pos(str(key)),
-                f"unknown check {key!r}{hint} (expected one of: {', '.join(CHECK_NAMES)})",
-            )
+            hint = suggest(str(key), CHECK_NAMES)
+            fields.problem(fields.key_pos(str(key)), f"unknown check {key!r}{hint}")
         elif dtype is not None:
             values[key] = _read_check(fields, key, dtype)
     length = values.pop("str_length", None) or (None, None)
@@ -94,8 +90,11 @@ def _read_check(fields: Fields, key: str, dtype: str) -> Any:
             return None
         return _typed_value(fields, pos, value, dtype, f"check {key!r}")
     if key in ("isin", "notin"):
-        if not isinstance(value, CommentedSeq) or (key == "isin" and not value):
-            fields.wrong_type(key, "a non-empty list" if key == "isin" else "a list")
+        if not isinstance(value, CommentedSeq):
+            fields.wrong_type(key, "a list")
+            return None
+        if key == "isin" and not value:
+            fields.problem(pos, "check 'isin' must list at least one value")
             return None
         typed = [
             _typed_value(fields, item_pos(value, i), item, dtype, f"check {key!r}")
@@ -133,7 +132,7 @@ def _typed_value(fields: Fields, pos: Pos, value: Any, dtype: str, where: str) -
             ok = False
     if not ok:
         fields.problem(
-            pos, f"{where} needs {_EXPECTED[dtype]} for a {dtype} column, got {describe(value)}"
+            pos, f"{where} needs {_EXPECTED[dtype]} (the column is {dtype}), got {describe(value)}"
         )
         return None
     return out

@@ -28,13 +28,12 @@ from features.validation import (
     read_source,
     read_view,
 )
-from features.yaml_fields import describe
+from features.yaml_fields import describe, suggest
 from features.yaml_source import START, FileProblems, Pos, item_pos, key_pos, node_pos, read_yaml
 
 TOP_LEVEL = ("entities", "sources", "feature_views")
 SUFFIXES = (".yaml", ".yml")
 _Named = TypeVar("_Named", EntityDraft, SourceDraft, ViewDraft)
-_Target = TypeVar("_Target", EntityDraft, SourceDraft)
 # function -> the column dtypes it accepts (None: any dtype)
 FUNCTION_DTYPES: dict[str, frozenset[str] | None] = {
     "count": None,
@@ -57,6 +56,8 @@ class _Repository:
     entities: list[EntityDraft] = field(default_factory=list)
     sources: list[SourceDraft] = field(default_factory=list)
     views: list[ViewDraft] = field(default_factory=list)
+    # top-level lists that could not be read whole: a name missing from them is not news
+    incomplete: set[str] = field(default_factory=set)
 
 
 def load_definitions(path: str | Path) -> Definitions:
@@ -69,14 +70,16 @@ def load_definitions(path: str | Path) -> Definitions:
         out = FileProblems(display)
         repo.files.append(out)
         doc = read_yaml(file, display, out)
-        if doc is not None:
+        if out.problems:
+            repo.incomplete.update(TOP_LEVEL)
+        elif doc is not None:
             _read_document(out, doc, repo)
-    entities = _unique(repo.entities, "entity")
-    sources = _unique(repo.sources, "source")
-    views = _unique(repo.views, "feature view")
+    entities = _unique(repo.entities, "entity", "entities", repo.incomplete)
+    sources = _unique(repo.sources, "source", "sources", repo.incomplete)
+    views = _unique(repo.views, "feature view", "feature_views", repo.incomplete)
     for view in repo.views:
-        _check_view_references(view, entities, sources)
-    keys = _resolve_source_keys(sources, views, entities)
+        _check_view_references(view, entities, sources, repo.incomplete)
+    keys = _resolve_source_keys(sources, views, entities, repo.incomplete)
     problems = [p for out in repo.files for p in out.problems]
     if problems:
         raise DefinitionError(problems)
@@ -107,24 +110,26 @@ def _read_document(out: FileProblems, doc: Any, repo: _Repository) -> None:
             "a definition file must be a mapping with 'entities', 'sources' and/or "
             f"'feature_views', got {describe(doc)}",
         )
+        repo.incomplete.update(TOP_LEVEL)
         return
     for key, value in doc.items():
         if key not in TOP_LEVEL:
-            hint = did_you_mean(str(key), TOP_LEVEL)
             out.add(
-                key_pos(doc, key),
-                f"unknown top-level key {key!r}{hint} (expected: {', '.join(TOP_LEVEL)})",
+                key_pos(doc, key), f"unknown top-level key {key!r}{suggest(str(key), TOP_LEVEL)}"
             )
+            repo.incomplete.update(TOP_LEVEL)
             continue
         if value is None:
             continue
         if not isinstance(value, CommentedSeq):
             out.add(key_pos(doc, key), f"{key!r} must be a list, got {describe(value)}")
+            repo.incomplete.add(key)
             continue
         for i, item in enumerate(value):
             if not isinstance(item, CommentedMap):
                 pos = item_pos(value, i)
                 out.add(pos, f"{key} item #{i + 1} must be a mapping, got {describe(item)}")
+                repo.incomplete.add(key)
             elif key == "entities":
                 repo.entities.append(read_entity(out, item, i))
             elif key == "sources":
@@ -137,11 +142,14 @@ def _where(out: FileProblems, pos: Pos) -> str:
     return f"{out.path}:{pos[0]}:{pos[1]}"
 
 
-def _unique(drafts: list[_Named], kind: str) -> dict[str, _Named]:
+def _unique(
+    drafts: list[_Named], kind: str, top_level: str, incomplete: set[str]
+) -> dict[str, _Named]:
     """Drafts by name (the first one wins); every later one with the same name is a problem."""
     named: dict[str, _Named] = {}
     for draft in drafts:
         if draft.name is None:
+            incomplete.add(top_level)
             continue
         first = named.get(draft.name)
         if first is None:
@@ -156,13 +164,22 @@ def _unique(drafts: list[_Named], kind: str) -> dict[str, _Named]:
 
 
 def _check_view_references(
-    view: ViewDraft, entities: dict[str, EntityDraft], sources: dict[str, SourceDraft]
+    view: ViewDraft,
+    entities: dict[str, EntityDraft],
+    sources: dict[str, SourceDraft],
+    incomplete: set[str],
 ) -> None:
     """The view's entity and source exist, the join keys are source columns, and every
     feature's column exists with a dtype its function accepts."""
     what = f"feature view {view.name!r}" if view.name else "feature view"
-    entity = _lookup(view, view.entity, view.entity_pos, entities, "entity", what)
-    source = _lookup(view, view.source, view.source_pos, sources, "source", what)
+    entity = entities.get(view.entity) if view.entity is not None else None
+    source = sources.get(view.source) if view.source is not None else None
+    if entity is None and view.entity is not None and "entities" not in incomplete:
+        hint = did_you_mean(view.entity, entities)
+        view.out.add(view.entity_pos, f"{what}: unknown entity {view.entity!r}{hint}")
+    if source is None and view.source is not None and "sources" not in incomplete:
+        hint = did_you_mean(view.source, sources)
+        view.out.add(view.source_pos, f"{what}: unknown source {view.source!r}{hint}")
     if source is None or source.columns is None:
         return
     columns = source.columns
@@ -173,7 +190,7 @@ def _check_view_references(
                 view.out.add(
                     view.source_pos,
                     f"{what}: join key {jk!r} of entity {entity.name!r} is not a column of "
-                    f"source {source.name!r}{did_you_mean(jk, columns)}",
+                    f"source {source.name!r}",
                 )
             elif col.nullable or (col.dtype is not None and col.dtype not in ID_DTYPES):
                 view.out.add(
@@ -185,21 +202,9 @@ def _check_view_references(
         _check_feature_column(view, feat, source.name or "", columns)
 
 
-def _lookup(
-    view: ViewDraft,
-    name: str | None,
-    pos: Pos,
-    known: dict[str, _Target],
-    kind: str,
-    what: str,
-) -> _Target | None:
-    """The draft a view refers to, or `None` (with a problem when the name is unknown)."""
-    if name is None:
-        return None
-    found = known.get(name)
-    if found is None:
-        view.out.add(pos, f"{what}: unknown {kind} {name!r}{did_you_mean(name, known)}")
-    return found
+def _one_of(words: list[str]) -> str:
+    """`a`, `a or b`, `a, b or c`."""
+    return " or ".join(words) if len(words) < 3 else f"{', '.join(words[:-1])} or {words[-1]}"
 
 
 def _column_kind(col: ColumnDraft) -> str:
@@ -228,7 +233,7 @@ def _check_feature_column(
         view.out.add(
             feat.column_pos,
             f"{what}: function {feat.function!r} needs a column of dtype "
-            f"{' or '.join(sorted(accepted))}; {feat.column!r} is {col.dtype}",
+            f"{_one_of(sorted(accepted))}; {feat.column!r} is {col.dtype}",
         )
 
 
@@ -236,6 +241,7 @@ def _resolve_source_keys(
     sources: dict[str, SourceDraft],
     views: dict[str, ViewDraft],
     entities: dict[str, EntityDraft],
+    incomplete: set[str],
 ) -> dict[str, tuple[str, ...]]:
     """Each source's key: as written, else the join keys of the entity of its views."""
     keys: dict[str, tuple[str, ...]] = {}
@@ -243,7 +249,7 @@ def _resolve_source_keys(
         if source.key is not None:
             keys[name] = source.key
             continue
-        if source.model is None:
+        if source.model is None or incomplete & {"entities", "feature_views"}:
             continue  # already refused; a guess at the key would only add noise
         candidates: dict[tuple[str, ...], str] = {}
         for view in views.values():

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from features.column_checks import ColumnDraft, read_column
 from features.durations import format_duration, parse_duration
 from features.model import FUNCTIONS, Entity, Feature, FeatureView, Source, did_you_mean
 from features.tiles import default_granularity
-from features.yaml_fields import NAME_PATTERN, NAME_RULE, Fields, describe
+from features.yaml_fields import NAME_PATTERN, NAME_RULE, Fields, describe, suggest
 from features.yaml_source import FileProblems, Pos, item_pos, key_pos, node_pos
 
 ENTITY_FIELDS = ("name", "join_keys", "description")
@@ -161,21 +161,22 @@ def _check_source_columns(
     timestamp: str | None,
 ) -> None:
     """event_id, timestamp and key must be non-nullable schema columns of a fitting dtype."""
-    roles: list[tuple[str, str, tuple[str, ...] | None]] = []
+    roles: list[tuple[str, str, tuple[str, ...], Pos]] = []
     if event_id is not None:
-        roles.append(("event_id", event_id, ID_DTYPES))
+        roles.append(("event_id", event_id, ID_DTYPES, fields.pos("event_id")))
     if timestamp is not None:
-        roles.append(("timestamp", timestamp, ("timestamp",)))
-    for k in key or ():
-        roles.append(("key", k, ID_DTYPES))
-    for role, col, dtypes in roles:
-        pos = fields.pos(role)
+        roles.append(("timestamp", timestamp, ("timestamp",), fields.pos("timestamp")))
+    key_node = fields.node.get("key")
+    for i, k in enumerate(key or ()):
+        pos = item_pos(key_node, i) if isinstance(key_node, CommentedSeq) else fields.pos("key")
+        roles.append(("key", k, ID_DTYPES, pos))
+    for role, col, dtypes, pos in roles:
         draft = columns.get(col)
         if draft is None:
             hint = did_you_mean(col, columns)
             fields.problem(pos, f"{role} column {col!r} is not in the schema{hint}")
             continue
-        if draft.dtype is not None and dtypes is not None and draft.dtype not in dtypes:
+        if draft.dtype is not None and draft.dtype not in dtypes:
             fields.problem(
                 pos,
                 f"{role} column {col!r} must have dtype {' or '.join(dtypes)}, not {draft.dtype}",
@@ -275,8 +276,7 @@ def _read_feature(
     if function is not None and function not in FUNCTIONS:
         fields.problem(
             fields.pos("function"),
-            f"unknown function {function!r}{did_you_mean(function, FUNCTIONS)} "
-            f"(expected one of: {', '.join(FUNCTIONS)})",
+            f"unknown function {function!r}{suggest(function, FUNCTIONS)}",
         )
         function = None
     column = fields.name("column")

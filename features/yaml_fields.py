@@ -22,6 +22,17 @@ NAME_RULE = "use letters, digits and underscores, starting with a letter"
 _ZERO_DURATION = re.compile(r"^0[smhd]$")
 
 
+def suggest(name: str, candidates: Sequence[str]) -> str:
+    """A "did you mean" suffix for `name`, or the list of valid choices when none is close.
+
+    >>> suggest("windw", ["window", "granularity"])
+    " (did you mean 'window'?)"
+    >>> suggest("x", ["ge", "le"])
+    ' (expected one of: ge, le)'
+    """
+    return did_you_mean(name, candidates) or f" (expected one of: {', '.join(candidates)})"
+
+
 def describe(value: Any) -> str:
     """A value as a user would recognise it in a message: its YAML type and content."""
     if value is None:
@@ -69,9 +80,8 @@ class Fields:
         """Report unknown fields (with a suggestion) and missing required ones."""
         for key in self.node:
             if not isinstance(key, str) or key not in allowed:
-                hint = did_you_mean(str(key), allowed)
-                expected = "" if hint else f" (expected one of: {', '.join(allowed)})"
-                self.problem(key_pos(self.node, key), f"unknown field {key!r}{hint}{expected}")
+                hint = suggest(str(key), allowed)
+                self.problem(key_pos(self.node, key), f"unknown field {key!r}{hint}")
         for key in required:
             if key not in self.node:
                 self.problem(node_pos(self.node), f"missing required field {key!r}")
