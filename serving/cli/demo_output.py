@@ -1,0 +1,180 @@
+"""What `rillet demo` prints, and the small data it derives from the generated events.
+
+Tables of generated events, feature vectors, status and the training export (rich), the
+entities worth showing (the busiest ones), and the spine for the export.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from features.model import Definitions
+from pipelines.generator import SourceEvents, training_spine
+
+COUNTERS = ("applied", "duplicates", "late", "invalid")
+EXPECTED_KIND = {"applied": "ok", "duplicates": "duplicate", "late": "late", "invalid": "invalid"}
+
+
+def generated_table(events: Mapping[str, SourceEvents]) -> Table:
+    """Per source: how many events, and how many of each irregular kind."""
+    table = Table(title="generated events (broker order, last 7 days)", title_justify="left")
+    for name in ("source", "events", "regular", "duplicates", "late", "invalid"):
+        table.add_column(name, justify="left" if name == "source" else "right")
+    for name, batch in sorted(events.items()):
+        c = batch.counts()
+        table.add_row(
+            name,
+            f"{len(batch.events):,}",
+            f"{c['ok']:,}",
+            f"{c['duplicate']:,}",
+            f"{c['late']:,}",
+            f"{c['invalid']:,}",
+        )
+    return table
+
+
+def stream_progress(console: Console) -> Progress:
+    """A progress bar for events judged by the pipeline."""
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+def views_by_entity(defs: Definitions) -> dict[str, list[str]]:
+    """View names grouped by entity, so one request fetches every view of an entity."""
+    grouped: dict[str, list[str]] = {}
+    for name, view in sorted(defs.views.items()):
+        grouped.setdefault(view.entity, []).append(name)
+    return grouped
+
+
+def busiest_entities(
+    events: Mapping[str, SourceEvents],
+    defs: Definitions,
+    views: Iterable[str],
+    keys: list[str],
+    n: int,
+) -> list[dict[str, Any]]:
+    """The `n` entities with the most accepted events in the sources of `views`."""
+    tally: Counter[tuple[Any, ...]] = Counter()
+    for source in {defs.views[v].source for v in views}:
+        for event in events[source].accepted():
+            tally[tuple(event.get(k) for k in keys)] += 1
+    return [dict(zip(keys, key, strict=True)) for key, _ in tally.most_common(n)]
+
+
+def vector_table(entity: str, answer: Mapping[str, Any]) -> Table:
+    """One column per entity, one row per `view:feature`, as served online."""
+    results = answer["results"]
+    table = Table(title=f"entity {entity!r} (as of {answer.get('as_of')})", title_justify="left")
+    table.add_column("feature")
+    for result in results:
+        table.add_column(", ".join(str(v) for v in result["entity"].values()), justify="right")
+    for ref in answer["features"]:
+        table.add_row(ref, *(show(r["values"].get(ref)) for r in results))
+    table.add_row("[dim]event_time[/]", *(f"[dim]{r.get('event_time')}[/]" for r in results))
+    return table
+
+
+def show(value: Any) -> str:
+    """A compact cell: floats to 4 significant digits, lists inline, null as a dash."""
+    if value is None:
+        return "[dim]—[/]"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(show(v) for v in value) + "]"
+    return str(value)
+
+
+def status_table(report: Mapping[str, Any], events: Mapping[str, SourceEvents]) -> Table:
+    """Per source: the pipeline's counters, dead letters and lag, next to what was generated."""
+    table = Table(title="pipeline status per source (expected from the generator)")
+    for name in ("source", *COUNTERS, "dead letters", "lag (msgs)", "lag (s)"):
+        table.add_column(name, justify="left" if name == "source" else "right")
+    for row in report["sources"]:
+        counts = events[row["name"]].counts() if row["name"] in events else {}
+        cells = []
+        for counter in COUNTERS:
+            expected = counts.get(EXPECTED_KIND[counter])
+            mark = "" if expected is None else f" ({expected:,})"
+            cells.append(f"{row[counter]:,}{mark}")
+        table.add_row(
+            row["name"],
+            *cells,
+            f"{row['dead_letters']:,}",
+            show(row.get("lag_messages")),
+            show(row.get("lag_seconds")),
+        )
+    return table
+
+
+def count_mismatches(report: Mapping[str, Any], events: Mapping[str, SourceEvents]) -> list[str]:
+    """Lines describing every counter that differs from the generator's labels."""
+    lines = []
+    for row in report["sources"]:
+        if row["name"] not in events:
+            continue
+        counts = events[row["name"]].counts()
+        for counter in COUNTERS:
+            expected = counts[EXPECTED_KIND[counter]]
+            if row[counter] != expected:
+                lines.append(f"{row['name']}.{counter}: {row[counter]} (expected {expected})")
+    return lines
+
+
+def write_spine(
+    events: Mapping[str, SourceEvents], defs: Definitions, path: Path, rows: int
+) -> tuple[Path, list[str]]:
+    """A labelled spine over the entity with the most views; returns it and the features."""
+    grouped = views_by_entity(defs)
+    entity = max(grouped, key=lambda e: (len(grouped[e]), e == "user"))
+    views = grouped[entity]
+    keys = list(defs.entities[entity].join_keys)
+    source_name = max(
+        {defs.views[v].source for v in views}, key=lambda s: len(events[s].accepted())
+    )
+    if "transactions" in {defs.views[v].source for v in views}:
+        source_name = "transactions"  # its label depends on the amount: a fraud-like label
+    spine = training_spine(events[source_name], defs.sources[source_name], keys, rows)
+    table = pa.table(
+        {
+            **{k: pa.array([r[k] for r in spine], pa.string()) for k in keys},
+            "timestamp": pa.array(
+                [r["timestamp"].removesuffix("Z") for r in spine], pa.string()
+            ).cast(pa.timestamp("us", tz="UTC")),
+            "label": pa.array([r["label"] for r in spine], pa.int8()),
+        }
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+    return path, [f"{v}:*" for v in views]
+
+
+def export_preview(path: Path, rows: int = 5) -> Table:
+    """The first rows and a few columns of the training export, with its shape."""
+    table = pq.read_table(path)
+    shown = table.column_names[: min(len(table.column_names), 8)]
+    preview = Table(
+        title=f"training export {path} ({table.num_rows:,} rows × {table.num_columns} columns)",
+        title_justify="left",
+    )
+    for name in shown:
+        preview.add_column(name, justify="left" if name in ("user_id", "timestamp") else "right")
+    for record in table.slice(0, rows).select(shown).to_pylist():
+        preview.add_row(*(show(record[name]) for name in shown))
+    return preview
