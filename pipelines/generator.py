@@ -341,3 +341,27 @@ def _corrupt(
     else:
         row[name] = value
     return row
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m pipelines.generator`: write one JSON-lines file of events per source."""
+    import argparse
+    import sys
+
+    from features.loader import load_definitions
+
+    parser = argparse.ArgumentParser(prog="python -m pipelines.generator", description=main.__doc__)
+    parser.add_argument("--definitions", type=Path, default=Path("features/definitions"))
+    parser.add_argument("--out", type=Path, default=Path("events"), help="output directory")
+    parser.add_argument("--events", type=int, default=GeneratorConfig.events)
+    parser.add_argument("--days", type=float, default=GeneratorConfig.days)
+    parser.add_argument("--seed", type=int, default=GeneratorConfig.seed)
+    args = parser.parse_args(argv)
+    config = GeneratorConfig(events=args.events, days=args.days, seed=args.seed)
+    for name, events in generate(load_definitions(args.definitions), config).items():
+        path = events.write_jsonl(args.out / f"{name}.jsonl")
+        sys.stdout.write(f"{path}: {len(events.events)} events {events.counts()}\n")
+
+
+if __name__ == "__main__":
+    main()
