@@ -16,7 +16,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from features.durations import to_us
 from features.model import CHECK_NAMES, DTYPES, NUMERIC_DTYPES, Checks, Column
 from features.yaml_fields import Fields, describe, suggest
-from features.yaml_source import FileProblems, Pos, item_pos
+from features.yaml_source import FileProblems, Pos, item_pos, key_pos
 
 COLUMN_FIELDS = ("dtype", "nullable", "checks")
 BOUND_CHECKS = ("ge", "gt", "le", "lt")
@@ -71,7 +71,7 @@ def _read_checks(column: Fields, node: CommentedMap, dtype: str | None) -> Check
     for key in node:
         if not isinstance(key, str) or key not in CHECK_NAMES:
             hint = suggest(str(key), CHECK_NAMES)
-            fields.problem(fields.key_pos(str(key)), f"unknown check {key!r}{hint}")
+            fields.problem(key_pos(node, key), f"unknown check {key!r}{hint}")
         elif dtype is not None:
             values[key] = _read_check(fields, key, dtype)
     length = values.pop("str_length", None) or (None, None)

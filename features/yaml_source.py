@@ -6,6 +6,7 @@ list item (`.lc`); this module turns them into 1-based positions and collects pr
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,9 @@ def read_yaml(path: Path, display: str, out: FileProblems) -> Any:
         out.add(START, f"cannot read definition file {display}: {exc}")
         return None
     try:
-        return YAML(typ="rt").load(text)
+        with warnings.catch_warnings():  # e.g. a reused anchor: legal YAML, not our concern
+            warnings.simplefilter("ignore")
+            return YAML(typ="rt").load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         pos = (mark.line + 1, mark.column + 1) if mark is not None else START

@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from features.durations import parse_duration
 from features.errors import DefinitionError
@@ -293,3 +295,60 @@ def test_example_repository_loads_and_covers_every_function() -> None:
     assert all(v.owner and v.tags for v in defs.views.values())
     assert any(v.entity == "user_item" and v.source == "page_views" for v in defs.views.values())
     assert definitions_from_dict(definitions_to_dict(defs)) == defs
+
+
+DAMAGE = [
+    "",
+    "x",
+    "7d",
+    "0s",
+    "-1",
+    "null",
+    "[]",
+    "{}",
+    "[a, b]",
+    "true",
+    "1.5",
+    "!tag 3",
+    "&a 1",
+    "*a",
+    "? [a]",
+    "'",
+    "{",
+    "- ",
+    ":",
+    "<<: {a: 1}",
+    "2026-01-01",
+    "0x10",
+    "~",
+]
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.data())
+def test_any_damage_is_reported_never_crashes(tmp_path: Path, data: st.DataObject) -> None:
+    lines = BASE.splitlines()
+    for _ in range(data.draw(st.integers(1, 3))):
+        i = data.draw(st.integers(0, len(lines) - 1))
+        token = data.draw(st.sampled_from(DAMAGE))
+        action = data.draw(st.sampled_from(["delete", "value", "word", "copy"]))
+        if action == "delete" and len(lines) > 1:
+            del lines[i]
+        elif action == "value" and ":" in lines[i]:
+            lines[i] = lines[i].partition(":")[0] + ": " + token
+        elif action == "word":
+            words = lines[i].split(" ")
+            words[data.draw(st.integers(0, len(words) - 1))] = token
+            lines[i] = " ".join(words)
+        else:
+            lines.insert(i, lines[data.draw(st.integers(0, len(lines) - 1))])
+    path = write(tmp_path, "defs.yaml", "\n".join(lines) + "\n")
+    try:
+        load_definitions(path)
+    except DefinitionError as exc:
+        assert exc.problems
+        for problem in exc.problems:
+            assert problem.path == str(path)
+            assert 1 <= problem.line <= len(lines) + 1 and problem.column >= 1
