@@ -41,6 +41,7 @@ class PipelineSettings(BaseSettings):
         default=10, ge=1, description="snapshot interval; Parquet files roll per epoch"
     )
     metrics_port: int = Field(default=9464, ge=0, description="Prometheus port; 0 disables")
+    metrics_host: str = Field(default="127.0.0.1", description="address the metrics bind to")
     registry_poll_seconds: float = Field(default=1.0, gt=0)
     log_level: str = "INFO"
 

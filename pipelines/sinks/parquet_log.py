@@ -84,13 +84,18 @@ def events_to_table(
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def write_table_atomic(path: Path, table: pa.Table) -> None:
-    """Write `table` as zstd Parquet at `path` via a `.tmp` sibling and an atomic rename."""
+def write_table_atomic(path: Path, table: pa.Table, durable: bool = False) -> None:
+    """Write `table` as zstd Parquet at `path` via a `.tmp` sibling and an atomic rename.
+
+    A killed process never leaves a partial file under the final name; `durable` adds an
+    fsync before the rename for the same guarantee across an operating-system crash.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     pq.write_table(table, tmp, compression="zstd")
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
+    if durable:
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 

@@ -1,0 +1,112 @@
+"""The items that travel between the pipeline's steps: whole batches, never single events.
+
+Per-event Python work is the cost that matters (notes §9), so every step handles one of
+these batches per call. Positions (`(major, minor)`: a Redis entry id, a Kafka offset, a
+line number) identify an event in its origin partition; the dead-letter writer uses them
+to never write the same letter twice after a replay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+Position = tuple[int, int]
+
+
+@dataclass(slots=True)
+class RawBatch:
+    """Undecoded payloads of one source read from one origin partition, in broker order."""
+
+    source: str
+    part: str
+    positions: list[Position]
+    ingested: list[int]
+    payloads: list[bytes]
+
+
+@dataclass(slots=True)
+class LagReport:
+    """How far one origin partition is behind its broker head."""
+
+    source: str
+    part: str
+    messages: int
+    seconds: float
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """One rejected event: where it came from, the original payload, why, and its id."""
+
+    position: Position
+    payload: bytes
+    reasons: list[str]
+    correlation_id: str | None
+
+
+@dataclass(slots=True)
+class DeadLetterBatch:
+    """Dead letters of one source from one ordered stream (`mark`), counted as `stat`."""
+
+    source: str
+    mark: str
+    stage: str
+    letters: list[DeadLetter]
+
+
+@dataclass(slots=True)
+class ShardBatch:
+    """Validated events of one source for one ledger shard, in broker order per key."""
+
+    source: str
+    part: str
+    shard: int
+    events: list[Any] = field(default_factory=list)
+    payloads: list[bytes] = field(default_factory=list)
+    ingested: list[int] = field(default_factory=list)
+    positions: list[Position] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class AcceptedBatch:
+    """Events accepted by the ledger (not late, not duplicates), with their ingest times."""
+
+    source: str
+    shard: int
+    events: list[Any]
+    ingested: list[int]
+
+
+@dataclass(slots=True)
+class LogBatch:
+    """Accepted events of one source as an Arrow table in the log schema."""
+
+    source: str
+    table: Any
+
+
+@dataclass(slots=True)
+class TileInput:
+    """Accepted events for one tile shard: `(view, entity id, entity values, event)` rows."""
+
+    shard: int
+    rows: list[tuple[str, str, tuple[Any, ...], Any]]
+
+
+@dataclass(slots=True)
+class Counts:
+    """Absolute counters of one ledger shard for one source (they survive replays)."""
+
+    source: str
+    shard: int
+    applied: int
+    duplicates: int
+
+
+@dataclass(slots=True)
+class TileBatch:
+    """Encoded tile writes of one tile shard and the newest event time per view."""
+
+    writes: list[Any]
+    freshness: dict[str, int]

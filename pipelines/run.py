@@ -1,0 +1,146 @@
+"""Running the stream pipeline: the plan from the registry, the source for the broker, recovery.
+
+`rillet run`, the bench and the tests call `run_pipeline`. The pipeline runs on the applied
+registry (re-read without restart); with none applied it falls back to the definitions
+directory, with a warning. Recovery is on by default: the recovery directory is created
+with `recovery_partitions` SQLite partitions the first time (that number is fixed forever
+and bounds the worker count).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from bytewax.inputs import Source
+from bytewax.recovery import RecoveryConfig, init_db_dir
+
+from features.errors import RilletError
+from pipelines.dataflow import Outputs, build_flow
+from pipelines.plan import Plan, PlanSource, RegistryPlanSource
+from pipelines.settings import PipelineSettings
+
+log = logging.getLogger(__name__)
+
+
+def registry_plans(settings: PipelineSettings, client: Any) -> PlanSource:
+    """Follow the applied registry; fall back to the definitions directory if none is applied."""
+    from features.registry import load_applied
+
+    from features.loader import load_definitions
+
+    def fetch() -> tuple[Any, str] | None:
+        applied = load_applied(client, settings.project)
+        return None if applied is None else (applied.definitions, applied.content_hash)
+
+    found = fetch()
+    if found is None:
+        log.warning(
+            "no registry applied; running on the definitions directory (run `rillet apply`)",
+            extra={"definitions": str(settings.definitions), "project": settings.project},
+        )
+        fallback = Plan(load_definitions(settings.definitions), "definitions")
+    else:
+        fallback = Plan(found[0], found[1])
+    return RegistryPlanSource(fetch, fallback, settings.registry_poll_seconds)
+
+
+def make_source(
+    settings: PipelineSettings,
+    plans: PlanSource,
+    until_idle: bool,
+    files: Mapping[str, Sequence[Path]] | None = None,
+) -> Source[Any]:
+    """The flow's input: replay files if given, else the configured broker."""
+    if files:
+        from pipelines.sources.files import FileEventSource
+
+        return FileEventSource(files, batch_size=settings.read_count)
+    if settings.broker == "kafka":
+        from pipelines.sources.kafka import KafkaEventSource
+
+        return KafkaEventSource(
+            settings.brokers, plans, batch_size=settings.read_count, until_idle=until_idle
+        )
+    from pipelines.sources.redis_streams import RedisStreamSource
+
+    return RedisStreamSource(
+        settings.redis_url,
+        settings.project,
+        settings.stream_partitions,
+        plans,
+        count=settings.read_count,
+        until_idle=until_idle,
+    )
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` loopback TCP ports that were free a moment ago (cluster addresses)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def ensure_recovery_dir(directory: Path, partitions: int) -> None:
+    """Create the Bytewax recovery partitions once; an existing directory is kept as is."""
+    if any(directory.glob("part-*.sqlite3")):
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    init_db_dir(directory, partitions)
+    log.info("created the recovery directory", extra={"dir": str(directory), "parts": partitions})
+
+
+def run_pipeline(
+    settings: PipelineSettings,
+    plans: PlanSource,
+    *,
+    workers: int | None = None,
+    until_idle: bool = False,
+    recovery: bool = True,
+    files: Mapping[str, Sequence[Path]] | None = None,
+    addresses: Sequence[str] = (),
+    process_id: int = 0,
+) -> None:
+    """Build the flow and run it in this process with `workers` threads (blocks)."""
+    from bytewax.run import cli_main
+
+    workers = workers or settings.workers
+    recovery_config = None
+    if recovery:
+        if workers * max(1, len(addresses)) > settings.recovery_partitions:
+            msg = (
+                f"{workers} worker(s) per process exceed RILLET_RECOVERY_PARTITIONS="
+                f"{settings.recovery_partitions}; use fewer workers or a new recovery dir"
+            )
+            raise RilletError(msg)
+        ensure_recovery_dir(settings.recovery_dir, settings.recovery_partitions)
+        recovery_config = RecoveryConfig(str(settings.recovery_dir))
+    source = make_source(settings, plans, until_idle, files)
+    outputs = Outputs(settings.redis_url, settings.project, settings.offline_root)
+    flow = build_flow(source, plans, outputs, snapshots=recovery)
+    log.info(
+        "pipeline starting",
+        extra={
+            "broker": "files" if files else settings.broker,
+            "workers": workers,
+            "recovery": str(settings.recovery_dir) if recovery else None,
+            "until_idle": until_idle,
+        },
+    )
+    cli_main(
+        flow,
+        workers_per_process=workers,
+        process_id=process_id if addresses else None,
+        addresses=list(addresses) or None,
+        epoch_interval=timedelta(seconds=settings.epoch_seconds),
+        recovery_config=recovery_config,
+    )
