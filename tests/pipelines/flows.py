@@ -1,0 +1,49 @@
+"""Running the real dataflow in-process for tests: Redis streams in, Redis + Parquet out."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.testing import cluster_main, run_main
+
+from pipelines.dataflow import Outputs, build_flow
+from pipelines.plan import PlanSource
+from pipelines.sources.redis_streams import RedisStreamSource
+from tests.pipelines.scenario import PROJECT
+
+
+def run_until_idle(
+    redis_url: str,
+    plans: PlanSource,
+    root: Path,
+    *,
+    workers: int = 1,
+    recovery_dir: Path | None = None,
+    source: Any = None,
+) -> None:
+    """Run the whole pipeline until every stream partition is drained."""
+    source = source or RedisStreamSource(redis_url, PROJECT, 4, plans, count=500, until_idle=True)
+    flow = build_flow(
+        source, plans, Outputs(redis_url, PROJECT, root), snapshots=recovery_dir is not None
+    )
+    recovery = None
+    if recovery_dir is not None:
+        if not any(recovery_dir.glob("part-*.sqlite3")):
+            recovery_dir.mkdir(parents=True, exist_ok=True)
+            init_db_dir(recovery_dir, 4)
+        recovery = RecoveryConfig(str(recovery_dir))
+    epoch = timedelta(seconds=1)
+    if workers == 1:
+        run_main(flow, epoch_interval=epoch, recovery_config=recovery)
+    else:
+        cluster_main(
+            flow,
+            [],
+            0,
+            epoch_interval=epoch,
+            recovery_config=recovery,
+            worker_count_per_proc=workers,
+        )
