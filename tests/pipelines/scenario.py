@@ -179,7 +179,7 @@ def generate(
     work.sent = [s for _, s in rows]
     # Redeliveries of earlier events, late events, invalid events, garbage, future events.
     extra: list[tuple[int, Sent]] = []
-    for k in range(max(2, len(work.sent) // 40)):
+    for _ in range(max(2, len(work.sent) // 40)):
         pos = rng.randrange(len(work.sent))
         extra.append(
             (
