@@ -20,6 +20,7 @@ from bytewax.inputs import Source
 from bytewax.recovery import RecoveryConfig, init_db_dir
 
 from features.errors import RilletError
+from features.model import Definitions
 from pipelines.dataflow import Outputs, build_flow
 from pipelines.plan import Plan, PlanSource, RegistryPlanSource
 from pipelines.settings import PipelineSettings
@@ -27,26 +28,40 @@ from pipelines.settings import PipelineSettings
 log = logging.getLogger(__name__)
 
 
-def registry_plans(settings: PipelineSettings, client: Any) -> PlanSource:
-    """Follow the applied registry; fall back to the definitions directory if none is applied."""
+def fetch_applied(client: Any, project: str) -> tuple[Definitions, str] | None:
+    """The applied registry's definitions and content hash, or None if none is applied."""
     from features.registry import load_applied
 
+    applied = load_applied(client, project)
+    return None if applied is None else (applied.definitions, applied.content_hash)
+
+
+def current_definitions(settings: PipelineSettings, client: Any) -> tuple[Definitions, str]:
+    """The applied definitions, or the definitions directory (with a warning) if none."""
     from features.loader import load_definitions
 
-    def fetch() -> tuple[Any, str] | None:
-        applied = load_applied(client, settings.project)
-        return None if applied is None else (applied.definitions, applied.content_hash)
+    found = fetch_applied(client, settings.project)
+    if found is not None:
+        return found
+    log.warning(
+        "no registry applied; using the definitions directory (run `rillet apply`)",
+        extra={"definitions": str(settings.definitions), "project": settings.project},
+    )
+    return load_definitions(settings.definitions), "definitions"
 
-    found = fetch()
-    if found is None:
-        log.warning(
-            "no registry applied; running on the definitions directory (run `rillet apply`)",
-            extra={"definitions": str(settings.definitions), "project": settings.project},
-        )
-        fallback = Plan(load_definitions(settings.definitions), "definitions")
-    else:
-        fallback = Plan(found[0], found[1])
-    return RegistryPlanSource(fetch, fallback, settings.registry_poll_seconds)
+
+def registry_plans(settings: PipelineSettings, client: Any) -> PlanSource:
+    """Follow the applied registry (one cheap hash read per poll), from `current_definitions`."""
+    from features.registry import RegistryWatcher
+
+    definitions, version = current_definitions(settings, client)
+    watcher = RegistryWatcher(client, settings.project, interval_s=0.0)
+
+    def fetch() -> tuple[Definitions, str] | None:
+        registry = watcher.current()
+        return None if registry is None else (registry.definitions, registry.content_hash)
+
+    return RegistryPlanSource(fetch, Plan(definitions, version), settings.registry_poll_seconds)
 
 
 def make_source(
