@@ -191,11 +191,18 @@ def _load(path: Path, as_json: bool) -> Definitions:
 
 def _client(url: str) -> redis.Redis:
     import redis
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
 
     from features.errors import StorageError
 
     try:
-        return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+        return redis.Redis.from_url(
+            url,
+            socket_connect_timeout=2,
+            socket_timeout=5,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.1), 1),  # a CLI fails fast
+        )
     except ValueError as exc:
         msg = f"invalid Redis URL (RILLET_REDIS_URL / --redis-url): {exc}"
         raise StorageError(msg) from None
