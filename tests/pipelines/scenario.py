@@ -405,10 +405,13 @@ def online_values(
     return out
 
 
-def mismatches(client: redis.Redis, work: Workload, as_of: int) -> list[str]:
+def mismatches(
+    client: redis.Redis, work: Workload, as_of: int, views: Iterable[str] | None = None
+) -> list[str]:
     """Every (view, entity, feature) whose online value differs from the brute force."""
     problems = []
-    for view in work.defs.views.values():
+    for view_name in sorted(work.defs.views) if views is None else views:
+        view = work.defs.views[view_name]
         entities = entities_of(work, view)
         online = online_values(client, view, entities, as_of)
         for entity in sorted(entities):
