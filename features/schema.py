@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -89,7 +88,7 @@ class SourceValidator:
 
     def validate(self, payloads: Sequence[Any]) -> tuple[list[Event], list[Rejected]]:
         """Split a batch into accepted events (input order) and rejects with every reason."""
-        objs, index, rejected = _parse(payloads)
+        objs, index, rejected, owned = _parse(payloads)
         if not objs:
             return [], rejected
         raw = [[o.get(name) for o in objs] for name in self._names]
@@ -101,16 +100,9 @@ class SourceValidator:
         cids = [o.get(CORRELATION_FIELD) for o in objs]
         if not set(map(type, cids)) <= {str, _NoneType}:
             cids = self._check_correlation_ids(cids, reasons)
-        pycols = [
-            _python_values(s.column.dtype, a, v)
-            for s, a, v in zip(self._states, arrays, raw, strict=True)
-        ]
-        rows = list(map(dict, map(zip, repeat(self._names), zip(*pycols, strict=True))))
-        keys = list(zip(*(pycols[k] for k in self._key), strict=True))
-        extras = self._extras(objs)
-        events = list(
-            map(Event, index, pycols[self._ts], pycols[self._eid], keys, rows, extras, cids)
-        )
+        rows, extras, ts = self._rows(objs if owned else list(map(dict, objs)), arrays, raw)
+        keys = list(zip(*(raw[k] for k in self._key), strict=True))
+        events = list(map(Event, index, ts, raw[self._eid], keys, rows, extras, cids))
         if not reasons:
             return events, rejected
         for row in sorted(reasons):
@@ -175,35 +167,65 @@ class SourceValidator:
                 out.append(None)
         return out
 
-    def _extras(self, objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The fields each event carries beyond the schema (cheap when no event has any)."""
-        if set().union(*objs) <= self._known:
-            return list(map(dict, repeat((), len(objs))))
+    def _rows(
+        self, rows: list[dict[str, Any]], arrays: list[pa.Array], raw: list[list[Any]]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[int]]:
+        """Turn each event's own dict into its row in place; returns rows, extras, event times.
+
+        Only what differs is written: timestamps (as µs), floats given as ints (or NaN),
+        absent nullable columns (as None); fields beyond the schema move to `extra`.
+        """
+        event_times: list[int] = []
+        for state, array, values in zip(self._states, arrays, raw, strict=True):
+            name, dtype = state.column.name, state.column.dtype
+            if dtype == "timestamp":
+                times = array.cast(pa.int64()).to_pylist()
+                for row, us in zip(rows, times, strict=True):
+                    row[name] = us
+                if state.pos == self._ts:
+                    event_times = times
+            elif dtype == "float" and (array.null_count or not set(map(type, values)) <= {float}):
+                for row, number in zip(rows, array.to_pylist(), strict=True):
+                    row[name] = number
+            elif array.null_count:
+                for row in rows:
+                    if name not in row:
+                        row[name] = None
+        width = len(self._names)
+        extras: list[dict[str, Any]] = []
         known = self._known
-        return [{k: v for k, v in o.items() if k not in known} for o in objs]
+        for row in rows:
+            if len(row) == width:
+                extras.append({})
+            elif len(row) == width + 1 and CORRELATION_FIELD in row:
+                del row[CORRELATION_FIELD]
+                extras.append({})
+            else:
+                extra = {k: v for k, v in row.items() if k not in known}
+                for k in extra:
+                    del row[k]
+                row.pop(CORRELATION_FIELD, None)
+                extras.append(extra)
+        return rows, extras, event_times
 
 
-def _python_values(dtype: str, array: pa.Array, raw: list[Any]) -> list[Any]:
-    """A column's values as `Event.row` holds them: floats as float, times as µs ints."""
-    if dtype == "timestamp":
-        return array.cast(pa.int64()).to_pylist()  # type: ignore[no-any-return]
-    if dtype == "float":
-        return array.to_pylist()  # type: ignore[no-any-return]
-    return raw
+def _parse(
+    payloads: Sequence[Any],
+) -> tuple[list[dict[str, Any]], list[int], list[Rejected], bool]:
+    """Decode JSON payloads; a payload that is not a JSON object is rejected here.
 
-
-def _parse(payloads: Sequence[Any]) -> tuple[list[dict[str, Any]], list[int], list[Rejected]]:
-    """Decode JSON payloads; a payload that is not a JSON object is rejected here."""
+    Also tells whether the dicts are this call's own (decoded here, free to reuse as rows).
+    """
     kinds = set(map(type, payloads))
     if kinds <= {bytes, str}:
         try:
             objs = list(map(orjson.loads, payloads))
             if set(map(type, objs)) <= {dict}:
-                return objs, list(range(len(objs))), []
+                return objs, list(range(len(objs))), [], True
         except orjson.JSONDecodeError:
             pass
     elif kinds <= {dict}:
-        return list(payloads), list(range(len(payloads))), []
+        return list(payloads), list(range(len(payloads))), [], False
     objs, index, rejected = [], [], []
     for i, payload in enumerate(payloads):
         obj: Any = payload
@@ -218,4 +240,4 @@ def _parse(payloads: Sequence[Any]) -> tuple[list[dict[str, Any]], list[int], li
             index.append(i)
         else:
             rejected.append(Rejected(i, payload, ["not a JSON object"], None))
-    return objs, index, rejected
+    return objs, index, rejected, True
