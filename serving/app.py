@@ -7,6 +7,7 @@ it on shutdown. Settings are passed in (tests) or read once from `RILLET_*`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -14,7 +15,8 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import redis
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from redis.asyncio import BlockingConnectionPool as AsyncBlockingPool
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
@@ -22,7 +24,8 @@ from redis.retry import Retry
 
 from features.logs import configure_logging
 from features.registry import RegistryWatcher
-from serving.deps import ServerState
+from serving.auth import require
+from serving.deps import ServerState, follow_registry
 from serving.errors import install_error_handlers
 from serving.middleware import RequestContextMiddleware
 from serving.responses import JsonBytes
@@ -38,6 +41,7 @@ def _redis_options(settings: Settings) -> dict[str, Any]:
         "socket_timeout": settings.redis_timeout_s,
         "socket_connect_timeout": settings.redis_timeout_s,
         "max_connections": settings.redis_max_connections,
+        "timeout": settings.redis_timeout_s,
     }
 
 
@@ -55,32 +59,43 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Open pools and start watching the registry; close everything on the way out."""
     settings: Settings = app.state.settings
     backoff = ExponentialBackoff(cap=0.05, base=0.005)
-    reader = Redis.from_url(
-        settings.redis_url, retry=AsyncRetry(backoff, 1), **_redis_options(settings)
+    # Blocking pools: a burst waits (up to the Redis timeout) for a free connection instead
+    # of failing with "too many connections".
+    reader = Redis(
+        connection_pool=AsyncBlockingPool.from_url(
+            settings.redis_url, retry=AsyncRetry(backoff, 1), **_redis_options(settings)
+        )
     )
-    sync = redis.Redis.from_url(
-        settings.redis_url, retry=Retry(backoff, 1), **_redis_options(settings)
+    sync = redis.Redis(
+        connection_pool=redis.BlockingConnectionPool.from_url(
+            settings.redis_url, retry=Retry(backoff, 1), **_redis_options(settings)
+        )
     )
-    watcher = RegistryWatcher(sync, settings.project, settings.registry_poll_s)
-    app.state.rillet = ServerState(
+    # The follower task sets the pace; the watcher itself checks on every call.
+    watcher = RegistryWatcher(sync, settings.project, 0.0)
+    state = ServerState(
         settings=settings,
         redis=reader,
         sync_redis=sync,
         watcher=watcher,
         producer=make_producer(settings, sync),
     )
+    app.state.rillet = state
+    await state.refresh_registry()
+    follower = asyncio.create_task(follow_registry(state), name="registry-follower")
     log.info(
         "serving project %r from %s",
         settings.project,
         settings.redis_url.rpartition("@")[2],
-        extra={"registry": getattr(watcher.current(), "content_hash", None)},
+        extra={"registry": state.compiled.content_hash if state.compiled else None},
     )
     try:
         yield
     finally:
-        stop = getattr(watcher, "stop", None) or getattr(watcher, "close", None)
-        if stop is not None:
-            stop()
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+        watcher.close()
         await reader.aclose()
         sync.close()
 
@@ -110,12 +125,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_in_flight=settings.max_in_flight,
         access_log=settings.access_log,
     )
-    for module in (health, features, events, catalog, status):
-        app.include_router(module.router)
+    routers: list[tuple[Any, str | None]] = [
+        (health.router, None),
+        (features.router, "read"),
+        (events.router, "write"),
+        (catalog.router, "read"),
+        (status.router, "read"),
+    ]
     try:  # TODO(H5): import unconditionally once serving/routes/historical.py lands
         from serving.routes import historical
     except ImportError:
         log.warning("serving.routes.historical missing; POST /v1/features/historical disabled")
     else:
-        app.include_router(historical.router)
+        routers.insert(2, (historical.router, "read"))
+    for router, scope in routers:
+        # Auth costs two dependencies per request: attach them only when keys are configured
+        # (the OpenAPI document then shows the bearer scheme exactly when it is required).
+        needs_key = scope is not None and bool(settings.keys)
+        app.include_router(router, dependencies=[Depends(require(scope))] if needs_key else None)
     return app

@@ -1,7 +1,8 @@
 """API keys with scopes (`RILLET_API_KEYS`): 401 without a known key, 403 without the scope.
 
-`admin` implies every scope. When no key is configured authentication is off. Keys are
-compared in constant time; they never appear in logs or error messages.
+`admin` implies every scope. The app factory attaches `require(scope)` to each `/v1`
+router when keys are configured; without keys authentication is off (and costs nothing).
+Keys are compared in constant time; they never appear in logs or error messages.
 """
 
 from __future__ import annotations

@@ -68,6 +68,7 @@ class ReadPlan:
 
     features: tuple[str, ...]
     reads: tuple[ViewRead, ...]
+    template: dict[str, Any]  # every output key in request order, for values to fill in place
 
 
 @dataclass
@@ -128,7 +129,8 @@ class CompiledRegistry:
                     tuple(empty[n] for n in names),
                 )
             )
-        return ReadPlan(tuple(str(r) for r in resolved), tuple(reads))
+        features = tuple(str(r) for r in resolved)
+        return ReadPlan(features, tuple(reads), dict.fromkeys(features))
 
     def validator(self, source: str) -> Any:
         """The schema validator of a source, built on first use (`features.schema`)."""

@@ -14,11 +14,12 @@ import time
 import uuid
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from features.logs import correlation_id
 from serving import metrics
-from serving.errors import LimitError, error_body, response_for
+from serving.errors import error_body, response_for
 
 HEADER = b"x-correlation-id"
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._:/+=-]{1,128}$")
@@ -126,8 +127,10 @@ class RequestContextMiddleware:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
+                    # An HTTPException: FastAPI re-raises it from body parsing (other errors
+                    # would become a generic 400), and the error handlers answer 413.
                     msg = f"request body exceeds the limit of {limit} bytes"
-                    raise LimitError(msg, status=413, code="payload_too_large")
+                    raise HTTPException(413, msg)
             return message
 
         return limited

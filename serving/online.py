@@ -82,7 +82,7 @@ def evaluate(
     results: list[dict[str, Any]] = []
     reply_iter = iter(replies)
     for entity in entities:
-        values: dict[str, Any] = {}
+        values = plan.template.copy()  # keys in request order, whatever the view grouping
         newest: int | None = None
         for read in plan.reads:
             state = decode_tiles(next(reply_iter))

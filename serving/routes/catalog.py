@@ -8,14 +8,13 @@ from typing import Any
 from fastapi import APIRouter
 
 from serving import metrics
-from serving.auth import ReadScope
 from serving.compiled import CompiledRegistry
 from serving.deps import State
 from serving.report import build_catalog, queue_catalog, registry_info
 from serving.responses import JsonBytes
 from serving.schemas import CatalogResponse, FeatureViewInfo, error_responses
 
-router = APIRouter(prefix="/v1/feature-views", tags=["catalog"], dependencies=[ReadScope])
+router = APIRouter(prefix="/v1/feature-views", tags=["catalog"])
 
 
 async def _catalog(state: State, registry: CompiledRegistry, only: str | None) -> dict[str, Any]:

@@ -17,13 +17,12 @@ from starlette.concurrency import run_in_threadpool
 from features.errors import ValidationError
 from features.logs import correlation_id
 from serving import metrics
-from serving.auth import WriteScope
 from serving.deps import State
 from serving.errors import BadRequestError, LimitError
 from serving.responses import JsonBytes
 from serving.schemas import V1_ERRORS, EventsAccepted, error_responses
 
-router = APIRouter(prefix="/v1/events", tags=["events"], dependencies=[WriteScope])
+router = APIRouter(prefix="/v1/events", tags=["events"])
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
 REQUEST_BODY: dict[str, Any] = {
     "required": True,

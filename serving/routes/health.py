@@ -39,7 +39,7 @@ async def readyz(state: State) -> JsonBytes:
     except (RedisError, OSError, TimeoutError) as exc:
         redis_state = "unreachable"
         problems.append(f"redis: {exc or 'timeout'}")
-    current = state.watcher.current()
+    current = state.compiled
     if current is None:
         problems.append(f"registry: nothing applied to project {state.settings.project!r}")
     if problems:
