@@ -17,7 +17,15 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from features.column_checks import ColumnDraft
 from features.errors import DefinitionError, Problem
-from features.model import NUMERIC_DTYPES, ORDERED_DTYPES, Definitions, Entity, did_you_mean
+from features.model import (
+    NUMERIC_DTYPES,
+    ORDERED_DTYPES,
+    Definitions,
+    Entity,
+    FeatureView,
+    Source,
+    did_you_mean,
+)
 from features.validation import (
     ID_DTYPES,
     EntityDraft,
@@ -29,11 +37,12 @@ from features.validation import (
     read_view,
 )
 from features.yaml_fields import describe, suggest
-from features.yaml_source import START, FileProblems, Pos, item_pos, key_pos, node_pos, read_yaml
+from features.yaml_source import FileProblems, Pos, item_pos, key_pos, node_pos, read_yaml
 
 TOP_LEVEL = ("entities", "sources", "feature_views")
 SUFFIXES = (".yaml", ".yml")
 _Named = TypeVar("_Named", EntityDraft, SourceDraft, ViewDraft)
+_Model = TypeVar("_Model", Entity, Source, FeatureView)
 # function -> the column dtypes it accepts (None: any dtype)
 FUNCTION_DTYPES: dict[str, frozenset[str] | None] = {
     "count": None,
@@ -171,7 +180,7 @@ def _check_view_references(
 ) -> None:
     """The view's entity and source exist, the join keys are source columns, and every
     feature's column exists with a dtype its function accepts."""
-    what = f"feature view {view.name!r}" if view.name else "feature view"
+    what = view.what
     entity = entities.get(view.entity) if view.entity is not None else None
     source = sources.get(view.source) if view.source is not None else None
     if entity is None and view.entity is not None and "entities" not in incomplete:
@@ -217,7 +226,7 @@ def _check_feature_column(
     """A feature's column is in its source's schema, of a dtype its function accepts."""
     if feat.column is None:
         return
-    what = f"feature '{view.name}:{feat.name}'"
+    what = feat.what
     col = columns.get(feat.column)
     if col is None:
         view.out.add(
@@ -252,10 +261,17 @@ def _resolve_source_keys(
         if source.model is None or incomplete & {"entities", "feature_views"}:
             continue  # already refused; a guess at the key would only add noise
         candidates: dict[tuple[str, ...], str] = {}
+        unresolved = False  # a view of this source whose entity is unknown or broken
         for view in views.values():
+            if view.source != name:
+                continue
             entity = entities.get(view.entity or "")
-            if view.source == name and entity is not None and entity.join_keys is not None:
+            if entity is None or entity.join_keys is None:
+                unresolved = True
+            else:
                 candidates.setdefault(entity.join_keys, view.name or "")
+        if unresolved and len(candidates) < 2:
+            continue  # that entity's problem is reported; a guess would only add noise
         if len(candidates) == 1:
             keys[name] = next(iter(candidates))
         elif not candidates:
@@ -281,22 +297,16 @@ def _build(
     keys: dict[str, tuple[str, ...]],
 ) -> Definitions:
     """The resolved model; only called when no problem was found, so every model is set."""
-    built_entities: dict[str, Entity] = {}
-    for name in sorted(entities):
-        model = entities[name].model
-        if model is None:
-            raise DefinitionError([Problem("<internal>", *START, f"entity {name!r} unresolved")])
-        built_entities[name] = model
-    built_sources = {}
-    for name in sorted(sources):
-        source = sources[name].model
-        if source is None:
-            raise DefinitionError([Problem("<internal>", *START, f"source {name!r} unresolved")])
-        built_sources[name] = replace(source, key=keys[name])
-    built_views = {}
-    for name in sorted(views):
-        view = views[name].model
-        if view is None:
-            raise DefinitionError([Problem("<internal>", *START, f"view {name!r} unresolved")])
-        built_views[name] = view
-    return Definitions(entities=built_entities, sources=built_sources, views=built_views)
+    return Definitions(
+        entities={n: _resolved(entities[n].model, n) for n in sorted(entities)},
+        sources={n: replace(_resolved(sources[n].model, n), key=keys[n]) for n in sorted(sources)},
+        views={n: _resolved(views[n].model, n) for n in sorted(views)},
+    )
+
+
+def _resolved(model: _Model | None, name: str) -> _Model:
+    """A draft's model; a missing one without a reported problem is a bug in the rules."""
+    if model is None:
+        msg = f"internal error: {name!r} is unresolved although no problem was reported"
+        raise RuntimeError(msg)
+    return model

@@ -62,6 +62,7 @@ class SourceDraft:
 class FeatureDraft:
     """A feature as read; `function` is set only when it names a known function."""
 
+    what: str  # how messages call it: `feature 'view:name'`
     name: str | None
     name_pos: Pos
     function: str | None
@@ -76,6 +77,7 @@ class ViewDraft:
     """A feature view as read, with its references and positions."""
 
     out: FileProblems
+    what: str  # how messages call it: `feature view 'name'`
     name: str | None
     name_pos: Pos
     entity: str | None
@@ -193,6 +195,7 @@ def read_view(out: FileProblems, node: CommentedMap, index: int) -> ViewDraft:
     name = fields.name("name")
     draft = ViewDraft(
         out,
+        fields.what,
         name,
         fields.pos("name"),
         fields.name("entity"),
@@ -285,6 +288,7 @@ def _read_feature(
     n = _read_n(fields, function)
     window, granularity = _read_window(fields, ttl)
     draft = FeatureDraft(
+        fields.what,
         name,
         fields.pos("name"),
         function,

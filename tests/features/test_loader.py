@@ -352,3 +352,25 @@ def test_any_damage_is_reported_never_crashes(tmp_path: Path, data: st.DataObjec
         for problem in exc.problems:
             assert problem.path == str(path)
             assert 1 <= problem.line <= len(lines) + 1 and problem.column >= 1
+
+
+def test_key_inferred_from_entities_sharing_join_keys(tmp_path: Path) -> None:
+    text = edit(
+        ("    key: [user_id]\n", ""),
+        ("  - name: user_item\n", "  - name: customer\n    join_keys: [user_id]\n  - name: pair\n"),
+        (
+            "feature_views:\n",
+            "feature_views:\n  - name: by_customer\n    entity: customer\n    source: txns\n"
+            "    ttl: 1d\n    features: [{name: n, function: count}]\n",
+        ),
+    )
+    assert load_definitions(write(tmp_path, "defs.yaml", text)).sources["txns"].key == ("user_id",)
+
+
+def test_broken_entity_does_not_make_the_source_key_noisy(tmp_path: Path) -> None:
+    text = edit(("    key: [user_id]\n", ""), ("join_keys: [user_id]", "join_keys: [user id]"))
+    problems = problems_of(write(tmp_path, "defs.yaml", text))
+    assert [p.message for p in problems] == [
+        "entity 'user': invalid name string 'user id' in 'join_keys': use letters, digits and "
+        "underscores, starting with a letter"
+    ]
