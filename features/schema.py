@@ -132,9 +132,10 @@ class SourceValidator:
         if not state.checks or array.null_count == len(array):
             return array
         distinct: set[Any] | None = None
-        if state.memo is not None and not coerced.bad:
+        memo = state.memo  # one read: another thread may retire it meanwhile
+        if memo is not None and not coerced.bad:
             distinct = set(values)
-            if distinct <= state.memo:
+            if distinct <= memo:
                 return array
         series = to_series(column, array)
         passed = True
@@ -147,10 +148,9 @@ class SourceValidator:
             for row in output.index[~output.to_numpy(dtype=bool)].tolist():
                 text = check.reason(column.name, values[row])
                 reasons.setdefault(row, []).append((state.pos, order, text))
-        if passed and distinct is not None and state.memo is not None:
-            state.memo |= distinct
-            if len(state.memo) > MEMO_LIMIT:
-                state.memo = None  # high cardinality: remembering would not pay
+        if passed and distinct is not None and memo is not None:
+            grown = memo | distinct  # a new set: a reader in another thread never sees it change
+            state.memo = grown if len(grown) <= MEMO_LIMIT else None  # None: too many to pay
         return array
 
     def _check_correlation_ids(
