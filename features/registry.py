@@ -95,7 +95,7 @@ def apply(
             while True:
                 try:
                     pipe.watch(key)  # type: ignore[no-untyped-call]
-                    current = _decode(pipe.get(key), key)
+                    current = _current(pipe.get(key), key, allow_breaking)
                     changes = plan(current, defs)
                     if changes.breaking and not allow_breaking:
                         raise BreakingChangeError([str(c) for c in changes.breaking])
@@ -227,6 +227,18 @@ def _decode(raw: Any, where: str) -> Registry | None:
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         msg = f"the applied registry at {where} is unreadable ({exc}); run `rillet apply` again"
+        raise RegistryError(msg) from exc
+
+
+def _current(raw: Any, key: str, allow_breaking: bool) -> Registry | None:
+    """The registry `apply` builds on; an unreadable one is replaced only if breaking is allowed."""
+    try:
+        return _decode(raw, key)
+    except RegistryError as exc:
+        if allow_breaking:
+            log.warning("replacing an unreadable registry document", extra={"key": key})
+            return None
+        msg = f"{exc}; `rillet apply --allow-breaking` replaces it (view versions restart at 1)"
         raise RegistryError(msg) from exc
 
 

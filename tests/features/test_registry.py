@@ -414,6 +414,10 @@ def test_unreadable_document_and_unreachable_redis(redis_client: redis.Redis) ->
     redis_client.set(registry_key(PROJECT), b"{not json")
     with pytest.raises(RegistryError, match="unreadable"):
         load_applied(redis_client, PROJECT)
+    with pytest.raises(RegistryError, match="--allow-breaking"):
+        apply(redis_client, PROJECT, base(), None)
+    assert apply(redis_client, PROJECT, base(), None, allow_breaking=True).versions["spend"] == 1
+    assert load_applied(redis_client, PROJECT) is not None
     dead = redis.Redis(host="127.0.0.1", port=1, retry=Retry(NoBackoff(), 0))
     with pytest.raises(StorageError, match=r"127\.0\.0\.1:1\b"):
         load_applied(dead, PROJECT)
