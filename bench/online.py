@@ -7,7 +7,7 @@ endpoint that does one Redis GET. The load generator runs in a separate process 
 lean keep-alive HTTP/1.1 client; latency is measured from each request's *scheduled*
 send time, so a stalled server cannot hide queueing (no coordinated omission).
 
-    python bench/online.py            # full run (about 3 minutes)
+    python bench/online.py            # full run: 3 interleaved rounds (about 5 minutes)
     python bench/online.py --quick    # shorter phases, for a smoke check
 """
 
@@ -375,8 +375,8 @@ def main() -> None:
     if args.loadgen:
         loadgen_main(orjson.loads(Path(args.loadgen).read_bytes()))
         return
-    seconds = 4.0 if args.quick else 15.0
-    sat_seconds = 3.0 if args.quick else 8.0
+    seconds = 4.0 if args.quick else 10.0
+    sat_seconds = 3.0 if args.quick else 6.0
     work = Path(tempfile.mkdtemp(prefix="rillet-bench-"))
     try:
         with redis_server(work) as redis_url:
@@ -389,100 +389,100 @@ def main() -> None:
             )
             strategies = compare_read_strategies(redis_url, users, 50 if args.quick else 300)
             print(f"redis read of 100 entities (median µs): {strategies}")
-            report = run_all(redis_url, users, work, seconds, sat_seconds)
+            rounds = 1 if args.quick else 3
+            report = run_all(redis_url, users, work, seconds, sat_seconds, rounds)
         print_report(report)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
+SERVERS = ("bare-1", "bare-2", "rillet-1", "rillet-2")
+# (name, server, load spec): open loop at a fixed rate, or closed loop at saturation.
+PHASES: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    (
+        "bare GET, 1 worker, saturation",
+        "bare-1",
+        {"kind": "bare", "mode": "closed", "concurrency": 32},
+    ),
+    (
+        "bare GET, 2 workers, saturation",
+        "bare-2",
+        {"kind": "bare", "mode": "closed", "concurrency": 32},
+    ),
+    (
+        "rillet 1-entity @500 rps, 1 worker",
+        "rillet-1",
+        {"kind": "one", "mode": "open", "rate": 500},
+    ),
+    (
+        "rillet 100-entity @50 rps, 1 worker",
+        "rillet-1",
+        {"kind": "hundred", "mode": "open", "rate": 50},
+    ),
+    (
+        "rillet 1-entity, 1 worker, saturation",
+        "rillet-1",
+        {"kind": "one", "mode": "closed", "concurrency": 32},
+    ),
+    (
+        "rillet 1-entity, 2 workers, saturation",
+        "rillet-2",
+        {"kind": "one", "mode": "closed", "concurrency": 32},
+    ),
+    (
+        "rillet 100-entity, 1 worker, saturation",
+        "rillet-1",
+        {"kind": "hundred", "mode": "closed", "concurrency": 8},
+    ),
+    (
+        "rillet 100-entity, 2 workers, saturation",
+        "rillet-2",
+        {"kind": "hundred", "mode": "closed", "concurrency": 8},
+    ),
+)
+
+
+def server_args(name: str, port: int) -> list[str]:
+    kind, workers = name.split("-")
+    if kind == "rillet":
+        rillet = str(Path(sys.executable).with_name("rillet"))
+        return [rillet, "serve", "--port", str(port), "--workers", workers]
+    return [
+        sys.executable, "-m", "uvicorn", "--factory", "--app-dir", str(ROOT / "bench"),
+        "online:bare_app", "--port", str(port), "--workers", workers, "--loop", "uvloop",
+        "--http", "httptools", "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+
+
 def run_all(
-    redis_url: str, users: list[str], work: Path, seconds: float, sat_seconds: float
-) -> dict[str, dict[str, Any]]:
+    redis_url: str, users: list[str], work: Path, seconds: float, sat_seconds: float, rounds: int
+) -> dict[str, list[dict[str, Any]]]:
+    """Every phase `rounds` times, interleaved, against servers that all stay up."""
     env = dict(os.environ)
     env.update(
         RILLET_REDIS_URL=redis_url,
         RILLET_PROJECT=PROJECT,
         RILLET_LOG_LEVEL="WARNING",
+        RILLET_ACCESS_LOG="false",
         RILLET_MAX_ENTITIES="1000",
     )
-    rillet = str(Path(sys.executable).with_name("rillet"))
-    report: dict[str, dict[str, Any]] = {}
-
-    def phase(name: str, port: int, **spec: Any) -> None:
-        spec.update(port=port, users=users, seed=len(report) + 1)
-        report[name] = run_phase(spec, work)
-        print(f"  {name:<44} {fmt(report[name])}", flush=True)
-
-    for workers in (1, 2):
-        port = free_port()
-        args = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "--app-dir",
-            str(ROOT / "bench"),
-            "online:bare_app",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ]
-        with process(args, port, env, work / f"bare{workers}.log"):
-            time.sleep(1.0)
-            phase(
-                f"bare GET, {workers} worker(s), saturation",
-                port,
-                kind="bare",
-                mode="closed",
-                concurrency=32,
-                seconds=sat_seconds,
-            )
-    for workers in (1, 2):
-        port = free_port()
-        args = [rillet, "serve", "--port", str(port), "--workers", str(workers)]
-        with process(args, port, env, work / f"rillet{workers}.log"):
-            time.sleep(1.5)
-            if workers == 1:
-                phase(
-                    "rillet 1-entity @500 rps, 1 worker",
-                    port,
-                    kind="one",
-                    mode="open",
-                    rate=500,
-                    seconds=seconds,
-                )
-                phase(
-                    "rillet 100-entity @50 rps, 1 worker",
-                    port,
-                    kind="hundred",
-                    mode="open",
-                    rate=50,
-                    seconds=seconds * 2,
-                )
-            phase(
-                f"rillet 1-entity, {workers} worker(s), saturation",
-                port,
-                kind="one",
-                mode="closed",
-                concurrency=32,
-                seconds=sat_seconds,
-            )
-            phase(
-                f"rillet 100-entity, {workers} worker(s), saturation",
-                port,
-                kind="hundred",
-                mode="closed",
-                concurrency=8,
-                seconds=sat_seconds,
-            )
+    ports = {name: free_port() for name in SERVERS}
+    report: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in PHASES}
+    with contextlib.ExitStack() as stack:
+        for name in SERVERS:
+            args = server_args(name, ports[name])
+            stack.enter_context(process(args, ports[name], env, work / f"{name}.log"))
+        time.sleep(2.0)
+        for r in range(rounds):
+            print(f"round {r + 1}/{rounds}", flush=True)
+            for name, server, load in PHASES:
+                spec = dict(load, port=ports[server], users=users, seed=r * 100 + len(report))
+                spec["seconds"] = sat_seconds if load["mode"] == "closed" else seconds
+                if load["kind"] == "hundred" and load["mode"] == "open":
+                    spec["seconds"] = seconds * 2  # 50 rps: twice as long for the tail
+                result = run_phase(spec, work)
+                report[name].append(result)
+                print(f"  {name:<42} {fmt(result)}", flush=True)
     return report
 
 
@@ -493,30 +493,38 @@ def fmt(r: dict[str, Any]) -> str:
     )
 
 
-def print_report(report: dict[str, dict[str, Any]]) -> None:
-    one = report["rillet 1-entity @500 rps, 1 worker"]
-    hundred = report["rillet 100-entity @50 rps, 1 worker"]
-    bare1 = report["bare GET, 1 worker(s), saturation"]["rps"]
-    bare2 = report["bare GET, 2 worker(s), saturation"]["rps"]
-    two = report["rillet 1-entity, 2 worker(s), saturation"]["rps"]
-    ceiling = max(bare1, bare2)
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median of every figure over the rounds (errors summed)."""
+    out = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms", "p999_ms")}
+    out["requests"] = sum(r["requests"] for r in runs)
+    out["errors"] = sum(r["errors"] for r in runs)
+    return out
+
+
+def print_report(report: dict[str, list[dict[str, Any]]]) -> None:
+    med = {name: median_of(runs) for name, runs in report.items()}
+    print(f"\nmedians over {len(next(iter(report.values())))} rounds:")
+    for name, figures in med.items():
+        print(f"  {name:<42} {fmt(figures)}")
+    one = med["rillet 1-entity @500 rps, 1 worker"]
+    hundred = med["rillet 100-entity @50 rps, 1 worker"]
+    ceiling = max(
+        med["bare GET, 1 worker, saturation"]["rps"], med["bare GET, 2 workers, saturation"]["rps"]
+    )
+    two = med["rillet 1-entity, 2 workers, saturation"]["rps"]
     print("\ntargets (2-core machine):")
-    print(
-        f"  1-entity p99 at 500 rps, 1 worker  : {one['p99_ms']:.2f} ms (target <= 5 ms)"
-        f" {'OK' if one['p99_ms'] <= 5 else 'MISSED'}"
-    )
-    print(
-        f"  100-entity p99 at 50 rps, 1 worker : {hundred['p99_ms']:.2f} ms (target <= 25 ms)"
-        f" {'OK' if hundred['p99_ms'] <= 25 else 'MISSED'}"
-    )
-    print(
-        f"  2-worker 1-entity rps / bare ceiling ({ceiling:.0f} rps): {two / ceiling:.2f}"
-        f" (target >= 0.5) {'OK' if two / ceiling >= 0.5 else 'MISSED'}"
-    )
-    print(
-        "  reference: Feast 0.67 Python server on this machine: 600-1,150 1-entity rps, "
-        "40-160 100-entity rps"
-    )
+    print(f"  1-entity p99 at 500 rps, 1 worker  : {one['p99_ms']:.2f} ms (target <= 5 ms)"
+          f" {'OK' if one['p99_ms'] <= 5 else 'MISSED'}")  # fmt: skip
+    print(f"  100-entity p99 at 50 rps, 1 worker : {hundred['p99_ms']:.2f} ms (target <= 25 ms)"
+          f" {'OK' if hundred['p99_ms'] <= 25 else 'MISSED'}")  # fmt: skip
+    print(f"  2-worker 1-entity rps / bare ceiling ({ceiling:.0f} rps): {two / ceiling:.2f}"
+          f" (target >= 0.5) {'OK' if two / ceiling >= 0.5 else 'MISSED'}")  # fmt: skip
+    print("  reference: Feast 0.67 Python server on this machine: 600-1,150 1-entity rps, "
+          "40-160 100-entity rps")  # fmt: skip
+    load = Path("/proc/loadavg")
+    if load.exists():
+        figures = " ".join(load.read_text().split()[:3])
+        print(f"  load average at the end (other processes share the cores): {figures}")
 
 
 if __name__ == "__main__":

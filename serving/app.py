@@ -141,6 +141,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router, scope in routers:
         # Auth costs two dependencies per request: attach them only when keys are configured
         # (the OpenAPI document then shows the bearer scheme exactly when it is required).
-        needs_key = scope is not None and bool(settings.keys)
-        app.include_router(router, dependencies=[Depends(require(scope))] if needs_key else None)
+        if scope is not None and settings.keys:
+            app.include_router(router, dependencies=[Depends(require(scope))])
+        else:
+            app.include_router(router)
     return app

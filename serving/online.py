@@ -64,10 +64,13 @@ def _join_values(served: ServedView, entity: Mapping[str, Any]) -> list[Any] | N
 async def fetch(redis: Redis, keys: Sequence[str]) -> list[dict[bytes, bytes]]:
     """`HGETALL` of every key in one pipelined round trip."""
     started = time.perf_counter()
-    async with redis.pipeline(transaction=False) as pipe:
-        for key in keys:
-            pipe.hgetall(key)
-        replies: list[dict[bytes, bytes]] = await pipe.execute()
+    if len(keys) == 1:  # a pipeline of one costs a third more client time than the command
+        replies: list[dict[bytes, bytes]] = [await redis.hgetall(keys[0])]
+    else:
+        async with redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hgetall(key)
+            replies = await pipe.execute()
     metrics.REDIS_SECONDS.labels("online_read").observe(time.perf_counter() - started)
     return replies
 

@@ -42,7 +42,7 @@ async def readyz(state: State) -> JsonBytes:
     current = state.compiled
     if current is None:
         problems.append(f"registry: nothing applied to project {state.settings.project!r}")
-    if problems:
+    if problems or current is None:
         msg = "not ready: " + "; ".join(problems)
         raise NotReadyError(msg, details=problems)
     return JsonBytes({"status": "ready", "redis": redis_state, "registry": current.content_hash})
