@@ -10,6 +10,18 @@ import click
 from pydantic import ValidationError as SettingsValidationError
 
 from features.logs import configure_logging
+from serving.settings import Settings, get_settings
+
+
+def cli_settings() -> Settings:
+    """The server settings, or one clear line naming the bad `RILLET_*` variable."""
+    try:
+        return get_settings()
+    except SettingsValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]).upper()
+        msg = f"invalid setting RILLET_{where}: {first['msg']}"
+        raise click.ClickException(msg) from None
 
 
 @click.command()
@@ -26,15 +38,7 @@ def serve(host: str, port: int, workers: int) -> None:
     """
     import uvicorn
 
-    from serving.settings import get_settings
-
-    try:
-        settings = get_settings()
-    except SettingsValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]).upper()
-        msg = f"invalid setting RILLET_{where}: {first['msg']}"
-        raise click.ClickException(msg) from None
+    settings = cli_settings()
     configure_logging(settings.log_level)
     shared_metrics = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

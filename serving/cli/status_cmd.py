@@ -21,10 +21,10 @@ def status(as_json: bool) -> None:
 
     from features.durations import now_us
     from features.registry import load_applied
+    from serving.cli.serve_cmd import cli_settings
     from serving.report import build_status, queue_status, registry_info
-    from serving.settings import get_settings
 
-    settings = get_settings()
+    settings = cli_settings()
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
     try:
         registry = load_applied(client, settings.project)
