@@ -1,0 +1,144 @@
+"""Hypothesis strategies for the SPEC §4 property tests: views, events, clocks, query times.
+
+Times are drawn on a scale chosen per example (from 1 µs to 1 h), so tile sizes of a few
+microseconds are exercised as well as realistic ones, with many edge values: negative
+times, times on tile boundaries and one µs either side, repeated timestamps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hypothesis import strategies as st
+
+from features.model import Feature, FeatureView
+from tests.features.bruteforce import Event
+
+# (function, column): every function, on a numeric column `x` and a string column `s`.
+FUNCTION_COLUMNS: tuple[tuple[str, str | None], ...] = (
+    ("count", None),
+    ("count", "x"),
+    ("count", "s"),
+    ("sum", "x"),
+    ("mean", "x"),
+    ("min", "x"),
+    ("max", "x"),
+    ("min", "s"),
+    ("max", "s"),
+    ("first", "x"),
+    ("last", "x"),
+    ("first", "s"),
+    ("last", "s"),
+    ("last_n", "x"),
+    ("last_n", "s"),
+    ("stddev", "x"),
+)
+UNITS: tuple[int, ...] = (1, 10, 1_000, 1_000_000, 60_000_000, 3_600_000_000)
+MULTIPLES: tuple[int, ...] = (1, 2, 3, 5, 10)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A view with every function, its tile sizes, and the time range events fall in."""
+
+    view: FeatureView
+    sizes: tuple[int, ...]
+    span: int
+
+
+@st.composite
+def scenarios(
+    draw: st.DrawFn, functions: Sequence[tuple[str, str | None]] = FUNCTION_COLUMNS
+) -> Scenario:
+    """A view holding one feature per (function, column), each with its own window and g."""
+    unit = draw(st.sampled_from(UNITS))
+    sizes = tuple(
+        sorted(
+            {unit * m for m in draw(st.lists(st.sampled_from(MULTIPLES), min_size=1, max_size=3))}
+        )
+    )
+    feats = []
+    for i, (function, column) in enumerate(functions):
+        g = draw(st.sampled_from(sizes))
+        window = g * draw(st.integers(1, 12))
+        n = draw(st.integers(1, 6)) if function == "last_n" else None
+        feats.append(Feature(f"f{i}_{function}_{column or 'rows'}", function, column, window, g, n))
+    ttl = max(f.window for f in feats)
+    view = FeatureView("v", "user", "src", ttl, tuple(feats))
+    return Scenario(view, sizes, span=2 * ttl)
+
+
+@st.composite
+def times(draw: st.DrawFn, scenario: Scenario) -> int:
+    """A time in `[-span, span]`, often on a tile boundary or one µs off it."""
+    span = scenario.span
+    if draw(st.booleans()):
+        return draw(st.integers(-span, span))
+    g = draw(st.sampled_from(scenario.sizes))
+    return g * draw(st.integers(-span // g, span // g)) + draw(st.sampled_from((-1, 0, 1)))
+
+
+@st.composite
+def event_ids(draw: st.DrawFn, count: int) -> list[Any]:
+    """`count` distinct event ids, all ints or all strings (one dtype per source)."""
+    if draw(st.booleans()):
+        ints = st.integers(-(2**40), 2**40)
+        return draw(st.lists(ints, min_size=count, max_size=count, unique=True))
+    # Short digit-heavy strings: "10" < "9", so string order differs from numeric order.
+    text = st.text(alphabet="0129ab", min_size=0, max_size=4)
+    return draw(st.lists(text, min_size=count, max_size=count, unique=True))
+
+
+def column_values(draw: st.DrawFn) -> tuple[st.SearchStrategy[Any], st.SearchStrategy[Any]]:
+    """Strategies for `x` (ints, or floats with some ints) and `s`, both with nulls."""
+    if draw(st.booleans()):
+        number: st.SearchStrategy[Any] = st.integers(-1000, 1000)
+    else:
+        floats = st.floats(-1e4, 1e4, allow_nan=False, allow_infinity=False)
+        number = st.one_of(floats, floats, st.integers(-1000, 1000))
+    x = st.one_of(st.none(), number, number, number)
+    s = st.one_of(st.none(), st.text(alphabet="abAB|{%é", max_size=3))
+    return x, s
+
+
+@st.composite
+def event_sets(
+    draw: st.DrawFn, scenario: Scenario, min_size: int = 0, max_size: int = 40
+) -> list[Event]:
+    """Events with distinct ids, drawn times (repeats likely) and nullable columns."""
+    pool = draw(st.lists(times(scenario), min_size=1, max_size=12))
+    size = draw(st.integers(min_size, max_size))
+    eids = draw(event_ids(size))
+    x, s = column_values(draw)
+    return [Event(draw(st.sampled_from(pool)), eid, {"x": draw(x), "s": draw(s)}) for eid in eids]
+
+
+@st.composite
+def query_times(
+    draw: st.DrawFn, scenario: Scenario, events: Sequence[Event], floor: int
+) -> list[int]:
+    """Up to ~25 query times `>= floor`, mostly on the window edges the events create.
+
+    Only `T >= floor` (the state's `folded_until`) is exact by design (see features.tiles).
+    """
+    edges = {floor, floor + 1}
+    for e in events:
+        edges.update((e.ts - 1, e.ts, e.ts + 1))
+        for f in scenario.view.features:
+            edge = (e.ts // f.granularity) * f.granularity + f.window
+            edges.update((edge - 1, edge, edge + 1))
+    candidates = sorted(t for t in edges if t >= floor)
+    picked = draw(st.lists(st.sampled_from(candidates), max_size=20, unique=True))
+    beyond = draw(st.lists(st.integers(floor, floor + 2 * scenario.span), max_size=3))
+    return sorted({floor, *picked, *beyond})
+
+
+@st.composite
+def clocks(draw: st.DrawFn, scenario: Scenario, ts: int) -> int:
+    """The writer's clock when an event at `ts` arrives: before it (pending) or after it."""
+    offset = draw(
+        st.one_of(st.sampled_from((-1, 0, 1)), st.integers(-scenario.span, scenario.span))
+    )
+    return ts + offset
