@@ -178,17 +178,65 @@ def _coerce_timestamps(values: Sequence[Any]) -> Coerced:
     types = set(map(type, values))
     try:
         if types <= {int, NoneType}:
-            ms = pa.array(values, pa.int64())
-            return Coerced(pc.multiply_checked(ms, 1000).cast(TIMESTAMP_TYPE))
+            return Coerced(_milliseconds(values))
         if types <= {str, NoneType}:
-            text = pa.array(values, pa.string())
-            parsed = _parse_iso(text)
+            parsed = _parse_iso(pa.array(values, pa.string()))
             if parsed is not None:
                 return Coerced(parsed)
     except (pa.ArrowException, OverflowError, UnicodeError):
         pass
-    slow = _slow(values, pa.int64(), timestamp_us)
-    return Coerced(slow.array.cast(TIMESTAMP_TYPE), slow.bad)
+    return _timestamps_by_kind(values)
+
+
+def _milliseconds(values: Sequence[Any]) -> pa.Array:
+    """Epoch-ms ints to µs timestamps; raises if one overflows."""
+    return pc.multiply_checked(pa.array(values, pa.int64()), 1000).cast(TIMESTAMP_TYPE)
+
+
+def _timestamps_by_kind(values: Sequence[Any]) -> Coerced:
+    """A mixed or partly bad column: ints and ISO strings still convert in bulk, by kind.
+
+    What Arrow cannot convert in bulk (other types, unusual shapes, bad values) goes
+    through `timestamp_us` value by value, which also names each bad value.
+    """
+    out: list[int | None] = [None] * len(values)
+    done: set[int] = set()
+    ints = [i for i, v in enumerate(values) if type(v) is int]
+    strings = [i for i, v in enumerate(values) if type(v) is str]
+    if ints:
+        try:
+            converted = _milliseconds([values[i] for i in ints]).cast(pa.int64()).to_pylist()
+            for i, us in zip(ints, converted, strict=True):
+                out[i] = us
+            done.update(ints)
+        except (pa.ArrowException, OverflowError):
+            pass
+    if strings:
+        try:
+            text = pa.array([values[i] for i in strings], pa.string())
+        except (pa.ArrowException, UnicodeError):
+            text = None
+        for pattern, arrow_type in ((_ISO_ZONED, TIMESTAMP_TYPE), (_ISO_NAIVE, pa.timestamp("us"))):
+            if text is None:
+                break
+            mask = pc.match_substring_regex(text, pattern).to_pylist()
+            chosen = [i for i, hit in zip(strings, mask, strict=True) if hit]
+            try:
+                parsed = pc.filter(text, mask).cast(arrow_type).cast(pa.int64()).to_pylist()
+            except pa.ArrowException:
+                continue  # e.g. February 30th: named value by value below
+            for i, us in zip(chosen, parsed, strict=True):
+                out[i] = us
+            done.update(chosen)
+    bad: dict[int, str] = {}
+    for i, value in enumerate(values):
+        if value is None or i in done:
+            continue
+        try:
+            out[i] = timestamp_us(value)
+        except _Unfit as exc:
+            bad[i] = str(exc)
+    return Coerced(pa.array(out, pa.int64()).cast(TIMESTAMP_TYPE), bad)
 
 
 def _parse_iso(text: pa.Array) -> pa.Array | None:
