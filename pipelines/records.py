@@ -88,10 +88,11 @@ class LogBatch:
 
 @dataclass(slots=True)
 class TileInput:
-    """Accepted events for one tile shard: `(view, entity id, entity values, event)` rows."""
+    """Accepted events for one tile shard, grouped by the views sharing one entity:
+    `[(view names, [(entity id, entity values, event), ...]), ...]`."""
 
     shard: int
-    rows: list[tuple[str, str, tuple[Any, ...], Any]]
+    groups: list[tuple[tuple[str, ...], list[tuple[str, tuple[Any, ...], Any]]]]
 
 
 @dataclass(slots=True)
@@ -106,7 +107,11 @@ class Counts:
 
 @dataclass(slots=True)
 class TileBatch:
-    """Encoded tile writes of one tile shard and the newest event time per view."""
+    """Tile writes of one tile shard: RESP-packed hot-path commands (`packed`, `commands` of
+    them), other writes, entity ids per HyperLogLog key, and the newest event time per view."""
 
-    writes: list[Any]
-    freshness: dict[str, int]
+    packed: list[bytes] = field(default_factory=list)
+    commands: int = 0
+    writes: list[Any] = field(default_factory=list)
+    entities: dict[str, list[str]] = field(default_factory=dict)
+    freshness: dict[str, int] = field(default_factory=dict)

@@ -24,7 +24,7 @@ from features.tiles import EntityTiles, TileKey
 from pipelines.decoding import shard_name
 from pipelines.plan import PlanSource
 from pipelines.records import AcceptedBatch, TileBatch, TileInput
-from pipelines.sinks.redis_tiles import TileWrite, encode_stream_write
+from pipelines.sinks.redis_tiles import TileWrite, encode_write, pack_stream_write
 
 TILE_SHARDS = 16  # part of the recovery state schema: never change on a live recovery dir
 SWEEP_US = 300 * US_PER_S
@@ -52,21 +52,38 @@ class TileRouter:
         source_plan = self.plans.current().sources.get(batch.source)
         if source_plan is None or not source_plan.views:
             return
+        # Views on the same entity share one entity id and shard per event.
+        by_keys: dict[tuple[str, ...], list[str]] = {}
+        for route in source_plan.views:
+            by_keys.setdefault(route.join_keys, []).append(route.view.name)
         shards: dict[int, TileInput] = {}
         crc32, entity_id = zlib.crc32, layout.entity_id
-        for route in source_plan.views:
-            name, join_keys = route.view.name, route.join_keys
+        for join_keys, names in by_keys.items():
+            group = tuple(names)
+            per_shard: dict[int, list[tuple[str, tuple[Any, ...], Any]]] = {}
+            single = join_keys[0] if len(join_keys) == 1 else None
             for event in batch.events:
                 row = event.row
-                values = tuple([row[k] for k in join_keys])
-                if None in values:
-                    continue  # an entity needs every join key
+                if single is not None:
+                    value = row[single]
+                    if value is None:
+                        continue
+                    values: tuple[Any, ...] = (value,)
+                else:
+                    values = tuple([row[k] for k in join_keys])
+                    if None in values:
+                        continue  # an entity needs every join key
                 eid = entity_id(values)
                 shard = crc32(eid.encode()) % TILE_SHARDS
+                entries = per_shard.get(shard)
+                if entries is None:
+                    entries = per_shard[shard] = []
+                entries.append((eid, values, event))
+            for shard, entries in per_shard.items():
                 inp = shards.get(shard)
                 if inp is None:
                     inp = shards[shard] = TileInput(shard, [])
-                inp.rows.append((name, eid, values, event))
+                inp.groups.append((group, entries))
         for shard, inp in shards.items():
             yield (shard_name(shard), inp)
 
@@ -107,45 +124,69 @@ class TileShard(StatefulBatchLogic[TileInput, TileBatch, bytes]):
         if plan.views.keys() != self.views.keys():
             self._sync_views(plan)
         now = now_us()
-        touched: dict[tuple[str, str], tuple[set[TileKey], tuple[Any, ...], int | None]] = {}
+        # per view: entity id → [changed tiles, join-key values, max_ts before this batch]
+        touched: dict[str, dict[str, list[Any]]] = {}
         fresh: dict[str, int] = {}
         for inp in values:
             if self.first:  # stagger the shards' sweeps by their number
                 self.first = False
                 self.next_sweep += inp.shard * US_PER_S
-            for name, eid, key_values, event in inp.rows:
-                route = plan.views.get(name)
-                if route is None:
-                    continue
-                if route.fingerprint != self.fingerprints.get(name):
-                    self._sync_views(plan)
-                entities = self.views[name]
-                state = entities.get(eid)
-                if state is None:
-                    state = entities[eid] = EntityTiles()
-                seen = touched.get((name, eid))
-                if seen is None:
-                    seen = touched[(name, eid)] = (set(), key_values, state.max_ts)
-                seen[0].update(route.tiler.apply(state, event.ts, event.eid, event.row, now))
-                if event.ts > fresh.get(name, event.ts - 1):
-                    fresh[name] = event.ts
-        writes = []
-        for (name, eid), (changed, key_values, previous_max_ts) in touched.items():
+            for names, entries in inp.groups:
+                for name in names:
+                    route = plan.views.get(name)
+                    if route is None:
+                        continue  # removed from the registry since it was routed
+                    if route.fingerprint != self.fingerprints.get(name):
+                        self._sync_views(plan)
+                    apply, entities = route.tiler.apply, self.views[name]
+                    seen = touched.get(name)
+                    if seen is None:
+                        seen = touched[name] = {}
+                    top = fresh.get(name, -(2**63))
+                    for eid, key_values, event in entries:
+                        state = entities.get(eid)
+                        if state is None:
+                            state = entities[eid] = EntityTiles()
+                        mark = seen.get(eid)
+                        if mark is None:
+                            mark = seen[eid] = [set(), key_values, state.max_ts]
+                        ts = event.ts
+                        mark[0].update(apply(state, ts, event.eid, event.row, now))
+                        if ts > top:
+                            top = ts
+                    fresh[name] = top
+        return [self._writes(plan, touched, fresh, now)], StatefulBatchLogic.RETAIN
+
+    def _writes(
+        self, plan: Any, touched: dict[str, dict[str, list[Any]]], fresh: dict[str, int], now: int
+    ) -> TileBatch:
+        """Encode the absolute state of every touched entity (folding due pending events)."""
+        out = TileBatch(freshness=fresh)
+        project = self.project
+        for name, marks in touched.items():
             route = plan.views[name]
-            state = self.views[name][eid]
-            if state.pending:
-                changed |= route.tiler.fold_pending(state, now)
+            entities, ttl, tiler = self.views[name], route.view.ttl, route.tiler
+            for eid, (changed, key_values, previous_max_ts) in marks.items():
+                state = entities[eid]
                 if state.pending:
-                    self.pending[(name, eid)] = key_values
-                else:
-                    self.pending.pop((name, eid), None)
-            writes.append(
-                encode_stream_write(
-                    self.project, route.view, eid, key_values, state, changed, previous_max_ts
+                    changed |= tiler.fold_pending(state, now)
+                    if state.pending:
+                        self.pending[(name, eid)] = key_values
+                    else:
+                        self.pending.pop((name, eid), None)
+                data, n = pack_stream_write(
+                    layout.view_key(project, name, eid),
+                    state,
+                    changed,
+                    key_values,
+                    ttl,
+                    previous_max_ts,
                 )
-            )
-        self.pending_at = self._earliest_pending()
-        return [TileBatch(writes, fresh)], StatefulBatchLogic.RETAIN
+                out.packed.append(data)
+                out.commands += n
+            out.entities[layout.entity_count_key(project, name)] = list(marks)
+        self.pending_at = self._earliest_pending() if self.pending else None
+        return out
 
     def _earliest_pending(self) -> int | None:
         times = [
@@ -171,15 +212,13 @@ class TileShard(StatefulBatchLogic[TileInput, TileBatch, bytes]):
             if state is None or not state.pending:
                 del self.pending[(name, eid)]
             if state is not None and changed:
-                write = encode_stream_write(
-                    self.project, route.view, eid, key_values, state, changed, state.max_ts
-                )
+                write = encode_write(self.project, route.view, key_values, state, changed, ())
                 writes.append(write)
         if now >= self.next_sweep:
             writes.extend(self._sweep(plan, now))
             self.next_sweep = now + SWEEP_US
         self.pending_at = self._earliest_pending()
-        return ([TileBatch(writes, {})] if writes else []), StatefulBatchLogic.RETAIN
+        return ([TileBatch(writes=writes)] if writes else []), StatefulBatchLogic.RETAIN
 
     def _sweep(self, plan: Any, now: int) -> list[Any]:
         """Prune unreadable tiles (HDEL them) and forget entities whose key has expired."""

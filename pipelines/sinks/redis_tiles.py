@@ -15,17 +15,21 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from hiredis import pack_command as _pack
 
 from features import layout
 from features.model import FeatureView
 from features.tiles import EntityTiles, TileKey
-from pipelines.sinks.redis_bulk import execute_bulk
+from pipelines.sinks.redis_bulk import send_packed
 
 if TYPE_CHECKING:
     import redis
 
 EMPTY_PENDING = b"[]"
+_PEXPIREAT = b"*3\r\n$9\r\nPEXPIREAT\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
+_dumps = orjson.dumps
 MAX_EXPIRY_BUCKET_MS = 3_600_000
 
 
@@ -74,32 +78,44 @@ def encode_write(
     )
 
 
-def encode_stream_write(
-    project: str,
-    view: FeatureView,
-    entity: str,
-    entity_values: Sequence[Any],
+def pack_stream_write(
+    key: str,
     state: EntityTiles,
     changed: Iterable[TileKey],
+    entity_values: Sequence[Any],
+    ttl: int,
     previous_max_ts: int | None,
-) -> TileWrite:
-    """The stream's cheaper encoding: `p` always set, expiry only when its bucket moves."""
-    fields = layout.encode_tiles(state, changed, list(entity_values))
-    if layout.PENDING_FIELD not in fields:
-        fields[layout.PENDING_FIELD] = EMPTY_PENDING
-    expire = None
-    if state.max_ts is not None:
-        expire = bucketed_expiry(state.max_ts, view.ttl)
-        if previous_max_ts is not None and expire == bucketed_expiry(previous_max_ts, view.ttl):
-            expire = None
-    return TileWrite(
-        key=layout.view_key(project, view.name, entity),
-        hll_key=layout.entity_count_key(project, view.name),
-        entity=entity,
-        fields=fields,
-        removed=[],
-        expire_at_ms=expire,
-    )
+) -> tuple[bytes, int]:
+    """The stream's write of one entity as RESP bytes and how many commands they hold.
+
+    One `HSET` of the changed tiles, `m` and `p` (`[]` when nothing is pending, so no
+    `HDEL` is needed), plus `PEXPIREAT` only when the expiry moved to another bucket.
+    """
+    args: list[Any] = ["HSET", key]
+    tiles = state.tiles
+    for tile in changed:
+        value = tiles.get(tile)
+        if value is not None:
+            args.append(f"t:{tile[0]}:{tile[1]}")
+            args.append(_dumps(value))
+    max_ts = state.max_ts
+    args.append("m")
+    args.append(_dumps({"max_ts": max_ts, "folded": state.folded_until, "keys": entity_values}))
+    args.append("p")
+    args.append(_dumps(state.pending) if state.pending else EMPTY_PENDING)
+    packed = _pack(tuple(args))
+    if max_ts is None or max_ts == previous_max_ts:
+        return packed, 1
+    ttl_ms = ttl // 1000
+    bucket = max(1000, min(MAX_EXPIRY_BUCKET_MS, ttl_ms // 16))
+    expire = -(-(max_ts // 1000 + ttl_ms) // bucket) * bucket
+    if (
+        previous_max_ts is not None
+        and expire == -(-(previous_max_ts // 1000 + ttl_ms) // bucket) * bucket
+    ):
+        return packed, 1
+    raw, text = key.encode(), b"%d" % expire
+    return packed + _PEXPIREAT % (len(raw), raw, len(text), text), 2
 
 
 def queue_write(pipe: Any, write: TileWrite) -> None:
@@ -127,26 +143,16 @@ def write_tiles(
 
 
 def write_commands(writes: Iterable[TileWrite]) -> list[tuple[Any, ...]]:
-    """Raw commands for a batch of writes: per entity HDEL/HSET/PEXPIREAT, PFADD per view."""
+    """Raw commands for writes off the hot path (pruning): HDEL/HSET/PEXPIREAT/PFADD."""
     commands: list[tuple[Any, ...]] = []
-    add = commands.append
-    seen: dict[str, list[str]] = {}
     for w in writes:
         if w.removed:
-            add(("HDEL", w.key, *w.removed))
+            commands.append(("HDEL", w.key, *w.removed))
         if w.fields:
-            flat: list[Any] = ["HSET", w.key]
-            for item in w.fields.items():
-                flat += item
-            add(tuple(flat))
-            entities = seen.get(w.hll_key)
-            if entities is None:
-                entities = seen[w.hll_key] = []
-            entities.append(w.entity)
+            commands.append(("HSET", w.key, *(x for item in w.fields.items() for x in item)))
+            commands.append(("PFADD", w.hll_key, w.entity))
         if w.expire_at_ms is not None:
-            add(("PEXPIREAT", w.key, w.expire_at_ms))
-    for hll_key, entities in seen.items():
-        add(("PFADD", hll_key, *entities))
+            commands.append(("PEXPIREAT", w.key, w.expire_at_ms))
     return commands
 
 
@@ -158,18 +164,26 @@ class _TilePartition(StatelessSinkPartition[Any]):
         self.stats = StatsWriter(client, project)
 
     def write_batch(self, items: list[Any]) -> None:
+        packed: list[bytes] = []
+        count = 0
+        other: list[TileWrite] = []
+        entities: dict[str, list[str]] = {}
         freshness: dict[str, int] = {}
-        writes: list[TileWrite] = []
         for item in items:
-            writes += item.writes
+            packed += item.packed
+            count += item.commands
+            other += item.writes
+            for hll_key, ids in item.entities.items():
+                entities.setdefault(hll_key, []).extend(ids)
             for view, ts in item.freshness.items():
                 if ts > freshness.get(view, ts - 1):
                     freshness[view] = ts
-        commands = write_commands(writes)
+        extra = write_commands(other)
+        extra += [("PFADD", hll_key, *ids) for hll_key, ids in entities.items()]
         # Freshness goes last: once it shows a time, the tiles holding it are written.
-        commands += self.stats.freshness_commands(freshness)
-        if commands:
-            execute_bulk(self.client, commands)
+        extra += self.stats.freshness_commands(freshness)
+        packed += [_pack(command) for command in extra]
+        send_packed(self.client, packed, count + len(extra))
 
     def close(self) -> None:
         self.client.close()

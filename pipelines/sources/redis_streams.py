@@ -18,6 +18,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from features import layout
 from pipelines.plan import PlanSource
 from pipelines.records import LagReport, RawBatch
+from pipelines.sinks.redis_bulk import call_raw
 
 if TYPE_CHECKING:
     import redis
@@ -26,6 +27,16 @@ IDLE_WAIT = timedelta(milliseconds=20)
 LAG_EVERY_S = 1.0
 
 State = dict[str, dict[str, Any]]
+
+
+def _field(fields: list[bytes], name: bytes) -> bytes:
+    """A field of a raw stream entry (`[name, value, ...]`), empty if absent."""
+    if len(fields) == 2 and fields[0] == name:
+        return fields[1]
+    for i in range(0, len(fields) - 1, 2):
+        if fields[i] == name:
+            return fields[i + 1]
+    return b""
 
 
 def _ms(entry_id: bytes | str) -> int:
@@ -65,22 +76,23 @@ class _StreamPartition(StatefulSourcePartition[Any, State]):
         topics = sorted(plan.topics)
         streams = {layout.stream_key(self.project, t, self.partition): t for t in topics}
         out: list[Any] = []
+        reply = None
         if streams:
-            reply = self.client.xread(
-                {key: self.ids.get(t, "0-0") for key, t in streams.items()}, count=self.count
-            )
-        else:
-            reply = []
-        for stream, entries in reply or []:  # type: ignore[union-attr]
+            keys = list(streams)
+            ids = [self.ids.get(streams[k], "0-0") for k in keys]
+            reply = call_raw(self.client, "XREAD", "COUNT", self.count, "STREAMS", *keys, *ids)
+        # RESP3 (redis-py's default here) answers a map, RESP2 a list of pairs.
+        pairs = reply.items() if isinstance(reply, dict) else (reply or [])
+        for stream, entries in pairs:
             if not entries:
                 continue
-            topic = streams[stream.decode() if isinstance(stream, bytes) else stream]
+            topic = streams[stream.decode()]
             positions, ingested, payloads = [], [], []
             for entry_id, fields in entries:
                 ms, _, seq = entry_id.partition(b"-")
                 positions.append((int(ms), int(seq)))
                 ingested.append(int(ms) * 1000)
-                payloads.append(fields.get(b"d", b""))
+                payloads.append(_field(fields, b"d"))
             last = entries[-1][0]
             self.ids[topic] = last.decode() if isinstance(last, bytes) else last
             self.read[topic] = self.read.get(topic, 0) + len(entries)

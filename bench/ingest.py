@@ -1,0 +1,442 @@
+"""Benchmark of the stream pipeline: throughput, freshness and memory (issue 3).
+
+    python bench/ingest.py [--events 1000000] [--keys 100000] [--rate 5000] [--seconds 20]
+
+Starts a private redis-server unless `--redis-url` is given. Prints, all in one run so the
+figures share one machine state:
+
+1. end-to-end events/s with `events` generated events already in the Redis streams → tiles
+   in Redis + Parquet log (recovery on), for 1 and 2 workers, next to a bare Bytewax flow
+   that reads the same streams and discards them (the engine's own floor);
+2. peak RSS of the 1-worker run (`keys` entities × 3 views);
+3. freshness (event appended → its tiles visible in Redis) p50/p99 at a steady `rate`.
+
+Each pipeline run is a child process (`--child`), so its peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+from hiredis import pack_command
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from features import layout  # noqa: E402
+from features.model import (  # noqa: E402
+    Checks,
+    Column,
+    Definitions,
+    Entity,
+    Feature,
+    FeatureView,
+    Source,
+)
+from features.tiles import default_granularity  # noqa: E402
+
+S = 1_000_000
+M, H, D = 60 * S, 3600 * S, 86400 * S
+PARTITIONS = 4
+
+
+def bench_definitions() -> Definitions:
+    """One source keyed by user feeding three views of the user (7 features in all)."""
+
+    def f(name: str, function: str, column: str | None, window: int, n: int | None = None) -> Any:
+        return Feature(name, function, column, window, default_granularity(window), n)
+
+    source = Source(
+        name="events",
+        topic="events",
+        key=("user_id",),
+        event_id="event_id",
+        timestamp="ts",
+        allowed_lateness=H,
+        schema=(
+            Column("event_id", "string"),
+            Column("user_id", "string"),
+            Column("amount", "float", checks=Checks(ge=0)),
+            Column("merchant", "string", nullable=True),
+            Column("ts", "timestamp"),
+        ),
+    )
+    views = (
+        FeatureView(
+            "v_counts",
+            "user",
+            "events",
+            7 * D,
+            (
+                f("count_1h", "count", None, H),
+                f("count_24h", "count", None, D),
+                f("amount_sum_24h", "sum", "amount", D),
+            ),
+        ),
+        FeatureView(
+            "v_amounts",
+            "user",
+            "events",
+            7 * D,
+            (
+                f("amount_mean_7d", "mean", "amount", 7 * D),
+                f("amount_max_7d", "max", "amount", 7 * D),
+            ),
+        ),
+        FeatureView(
+            "v_last",
+            "user",
+            "events",
+            7 * D,
+            (
+                f("last_merchant", "last", "merchant", 7 * D),
+                f("last_3_amounts_1h", "last_n", "amount", H, 3),
+            ),
+        ),
+    )
+    return Definitions(
+        entities={"user": Entity("user", ("user_id",))},
+        sources={"events": source},
+        views={v.name: v for v in views},
+    )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.exit("redis-server is not installed (make test installs it)")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
+         "--save", "", "--appendonly", "no", "--logfile", str(directory / "redis.log")],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    client = redis.Redis(port=port)
+    for _ in range(500):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.02)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def append(client: redis.Redis, project: str, events: list[dict[str, Any]]) -> None:
+    """XADD events to their partitions in packed chunks (fast, so generation is not timed)."""
+    conn = client.connection_pool.get_connection()
+    try:
+        for start in range(0, len(events), 20_000):
+            chunk = events[start : start + 20_000]
+            data = b"".join(
+                pack_command(
+                    (
+                        "XADD",
+                        layout.stream_key(
+                            project, "events", layout.partition_of([e["user_id"]], PARTITIONS)
+                        ),
+                        "*",
+                        "d",
+                        orjson.dumps(e),
+                    )
+                )
+                for e in chunk
+            )
+            conn.send_packed_command([data])
+            for _ in chunk:
+                conn.read_response()
+    finally:
+        client.connection_pool.release(conn)
+
+
+def generate(n: int, keys: int, seed: int = 1) -> list[dict[str, Any]]:
+    """`n` events over the last 6 hours (broker order ≈ time order) for `keys` users."""
+    rng = random.Random(seed)
+    now = time.time_ns() // 1000
+    start = now - 6 * H
+    merchants = [f"m{i}" for i in range(200)] + [None]
+    return [
+        {
+            "event_id": f"e{i}",
+            "user_id": f"u{rng.randrange(keys)}",
+            "amount": round(rng.random() * 200, 2),
+            "merchant": rng.choice(merchants),
+            "ts": (start + i * (6 * H) // n + rng.randrange(-M, M)) // 1000,
+            "correlation_id": f"c{i}",
+        }
+        for i in range(n)
+    ]
+
+
+def clear_outputs(client: redis.Redis, project: str) -> None:
+    """Delete everything a run wrote (keep the input streams)."""
+    keep = f"rillet:{project}:stream:"
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=f"rillet:{project}:*", count=5000):
+        if not key.decode().startswith(keep):
+            batch.append(key)
+            if len(batch) >= 5000:
+                client.unlink(*batch)
+                batch = []
+    if batch:
+        client.unlink(*batch)
+
+
+def settings_env(redis_url: str, project: str, work: Path, workers: int) -> dict[str, str]:
+    return {
+        "RILLET_REDIS_URL": redis_url,
+        "RILLET_PROJECT": project,
+        "RILLET_OFFLINE_ROOT": str(work / "offline"),
+        "RILLET_RECOVERY_DIR": str(work / "recovery"),
+        "RILLET_RECOVERY_PARTITIONS": "16",
+        "RILLET_STREAM_PARTITIONS": str(PARTITIONS),
+        "RILLET_WORKERS": str(workers),
+        "RILLET_METRICS_PORT": "0",
+        "RILLET_LOG_LEVEL": "WARNING",
+    }
+
+
+def child(mode: str, until_idle: bool) -> None:
+    """Run one flow in this process and print timings and peak RSS as JSON."""
+    import bytewax.operators as op
+    from bytewax.dataflow import Dataflow
+    from bytewax.outputs import DynamicSink, StatelessSinkPartition
+    from bytewax.run import cli_main
+
+    from pipelines.plan import PlanSource
+    from pipelines.run import run_pipeline
+    from pipelines.settings import PipelineSettings
+    from pipelines.sources.redis_streams import RedisStreamSource
+
+    settings = PipelineSettings()
+    plans = PlanSource(bench_definitions())
+    t0, c0 = time.perf_counter(), time.process_time()
+    if mode == "bare":
+
+        class Discard(StatelessSinkPartition[Any]):
+            def write_batch(self, items: list[Any]) -> None:
+                pass
+
+        class DiscardSink(DynamicSink[Any]):
+            def build(self, step_id: str, worker_index: int, worker_count: int) -> Discard:
+                return Discard()
+
+        flow = Dataflow("bare")
+        source = RedisStreamSource(
+            settings.redis_url, settings.project, PARTITIONS, plans, settings.read_count, True
+        )
+        op.output("discard", op.input("read", flow, source), DiscardSink())
+        cli_main(flow, workers_per_process=settings.workers)
+    else:
+        run_pipeline(settings, plans, until_idle=until_idle)
+    out = {
+        "seconds": time.perf_counter() - t0,
+        "cpu": time.process_time() - c0,
+        "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    print(orjson.dumps(out).decode(), flush=True)
+
+
+def run_child(env: dict[str, str], mode: str) -> dict[str, float]:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", mode],
+        env={**os.environ, **env},
+        capture_output=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        sys.exit(f"child {mode} failed:\n{proc.stderr.decode()[-3000:]}")
+    return orjson.loads(proc.stdout.decode().strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def throughput(redis_url: str, work: Path, events: int, keys: int, runs: int) -> float:
+    client = redis.Redis.from_url(redis_url)
+    project = "bench"
+    print(f"generating {events:,} events over {keys:,} keys ...", flush=True)
+    data = generate(events, keys)
+    append(client, project, data)
+    del data
+    print(f"  {sum(client.xlen(layout.stream_key(project, 'events', p)) for p in range(PARTITIONS)):,}"
+          " entries in the streams\n")  # fmt: skip
+    results: dict[str, list[dict[str, float]]] = {}
+    plan = [("bare", 1), ("pipeline", 1), ("pipeline", 2)]
+    for round_ in range(runs):
+        for mode, workers in plan:
+            clear_outputs(client, project)
+            run_dir = work / f"{mode}-{workers}-{round_}"
+            env = settings_env(redis_url, project, run_dir, workers)
+            result = run_child(env, "bare" if mode == "bare" else "pipeline-idle")
+            if mode == "pipeline":
+                applied = int(
+                    client.hget(layout.source_stats_key(project, "events"), "applied") or 0
+                )
+                if applied != events:
+                    sys.exit(f"pipeline applied {applied} of {events} events")
+            results.setdefault(f"{mode} x{workers}", []).append(result)
+            shutil.rmtree(run_dir, ignore_errors=True)
+            print(f"  {mode:8s} {workers} worker(s): {events / result['seconds']:>10,.0f} events/s"
+                  f"  ({result['seconds']:.1f} s wall, {result['cpu']:.1f} s CPU,"
+                  f" peak RSS {result['maxrss_mib']:,.0f} MiB)", flush=True)  # fmt: skip
+    print("\nend-to-end throughput (median of runs):")
+    bare = statistics.median(events / r["seconds"] for r in results["bare x1"])
+    for name, rs in results.items():
+        rate = statistics.median(events / r["seconds"] for r in rs)
+        cpu_rate = statistics.median(events / r["cpu"] for r in rs)
+        print(f"  {name:12s} {rate:>10,.0f} events/s ({rate / bare:5.1%} of the bare read)"
+              f"   {cpu_rate:>10,.0f} events per CPU-second")  # fmt: skip
+    rss = statistics.median(r["maxrss_mib"] for r in results["pipeline x1"])
+    print(f"\npeak RSS, 1 worker, {keys:,} keys x 3 views: {rss:,.0f} MiB\n")
+    return statistics.median(events / r["seconds"] for r in results["pipeline x1"])
+
+
+def freshness(redis_url: str, work: Path, rate: int, seconds: float) -> None:
+    """Steady `rate` events/s; probe events on fresh entities; time until their key appears."""
+    client = redis.Redis.from_url(redis_url)
+    project = "fresh"
+    env = settings_env(redis_url, project, work / "fresh", 1)
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--child", "pipeline-tail"],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    stats_key = layout.source_stats_key(project, "events")
+    warm = {"event_id": "warm", "user_id": "warm", "amount": 1.0, "merchant": None,
+            "ts": time.time_ns() // 1_000_000}  # fmt: skip
+    append(client, project, [warm])
+    deadline = time.monotonic() + 120
+    while client.hget(stats_key, "applied") is None:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            sys.exit(f"pipeline did not start:\n{proc.stderr.read().decode()[-3000:]}")  # type: ignore[union-attr]
+        time.sleep(0.05)
+    appended: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    done = threading.Event()
+    rng = random.Random(2)
+
+    def produce() -> None:
+        tick, per_tick = 0.01, max(1, rate // 100)
+        next_at, i = time.perf_counter(), 0
+        end = next_at + seconds
+        while next_at < end:
+            now_ms = time.time_ns() // 1_000_000
+            batch = []
+            probes = []
+            for k in range(per_tick):
+                user = f"u{rng.randrange(100_000)}"
+                if k == 0:  # one probe per tick on a never-seen entity
+                    user = f"probe{i}"
+                    probes.append(user)
+                batch.append({"event_id": f"f{i}", "user_id": user, "amount": 1.0,
+                              "merchant": "m", "ts": now_ms})  # fmt: skip
+                i += 1
+            append(client, project, batch)
+            t = time.perf_counter()
+            for user in probes:
+                appended[user] = t
+            next_at += tick
+            time.sleep(max(0.0, next_at - time.perf_counter()))
+        done.set()
+
+    def poll() -> None:
+        reader = redis.Redis.from_url(redis_url)
+        while not done.is_set() or len(seen) < len(appended):
+            waiting = [u for u in list(appended) if u not in seen]
+            if waiting:
+                pipe = reader.pipeline(transaction=False)
+                for user in waiting:
+                    pipe.exists(layout.view_key(project, "v_counts", user))
+                found = pipe.execute()
+                t = time.perf_counter()
+                for user, ok in zip(waiting, found, strict=True):
+                    if ok:
+                        seen[user] = t
+            if done.is_set() and time.perf_counter() - max(appended.values(), default=0) > 10:
+                break
+            time.sleep(0.002)
+
+    t_start = time.perf_counter()
+    producer = threading.Thread(target=produce)
+    poller = threading.Thread(target=poll)
+    producer.start()
+    poller.start()
+    producer.join()
+    sent_for = time.perf_counter() - t_start
+    poller.join()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+    lat = sorted(seen[u] - appended[u] for u in seen)
+    sent = len(appended) * max(1, rate // 100)
+    if not lat:
+        sys.exit("no probe became visible")
+    p50 = lat[len(lat) // 2]
+    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    print(f"freshness at a steady {sent / sent_for:,.0f} events/s for {seconds:.0f} s "
+          f"({len(lat)} of {len(appended)} probes seen):")  # fmt: skip
+    print(f"  p50 {p50 * 1000:,.0f} ms   p99 {p99 * 1000:,.0f} ms   max {lat[-1] * 1000:,.0f} ms\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--keys", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=1, help="rounds of the throughput runs")
+    parser.add_argument("--rate", type=int, default=5000)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--redis-url", default=None)
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-freshness", action="store_true")
+    parser.add_argument("--child", choices=["bare", "pipeline-idle", "pipeline-tail"])
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, until_idle=args.child != "pipeline-tail")
+        return
+    work = Path(tempfile.mkdtemp(prefix="rillet-bench-"))
+    server = None
+    url = args.redis_url
+    if url is None:
+        server, url = start_redis(work)
+    try:
+        print(f"machine: {os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f}\n")
+        if not args.skip_throughput:
+            throughput(url, work, args.events, args.keys, args.runs)
+        if not args.skip_freshness:
+            freshness(url, work, args.rate, args.seconds)
+        print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=10)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
