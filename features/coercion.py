@@ -61,13 +61,31 @@ def coerce_column(dtype: str, values: Sequence[Any]) -> Coerced:
     """
     if dtype == "timestamp":
         return _coerce_timestamps(values)
-    arrow_type = ARROW_TYPES[dtype]
-    if set(map(type, values)) <= _FAST_TYPES[dtype]:
-        try:
-            return Coerced(pa.array(values, arrow_type, from_pandas=True))
-        except (pa.ArrowException, OverflowError, UnicodeError):
-            pass  # e.g. an int beyond int64, a lone surrogate: name it value by value
+    arrow_type, allowed = ARROW_TYPES[dtype], _FAST_TYPES[dtype]
+    clean: Sequence[Any] = values
+    bad: dict[int, str] = {}
+    if not set(map(type, values)) <= allowed:
+        clean, bad = _set_aside(values, allowed, _CONVERTERS[dtype])
+    try:
+        return Coerced(pa.array(clean, arrow_type, from_pandas=True), bad)
+    except (pa.ArrowException, OverflowError, UnicodeError):
+        pass  # e.g. an int beyond int64, a lone surrogate: name it value by value
     return _slow(values, arrow_type, _CONVERTERS[dtype])
+
+
+def _set_aside(
+    values: Sequence[Any], allowed: frozenset[type], convert: Callable[[Any], Any]
+) -> tuple[list[Any], dict[int, str]]:
+    """Only the values of an unexpected type are looked at one by one; bad ones become null."""
+    clean = list(values)
+    bad: dict[int, str] = {}
+    for i in [i for i, kind in enumerate(map(type, values)) if kind not in allowed]:
+        try:
+            clean[i] = convert(values[i])  # a subclass (an IntEnum, numpy scalar) may fit
+        except _Unfit as exc:
+            clean[i] = None
+            bad[i] = str(exc)
+    return clean, bad
 
 
 def _slow(values: Sequence[Any], arrow_type: pa.DataType, convert: Callable[[Any], Any]) -> Coerced:
