@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.console import Console
@@ -155,7 +156,7 @@ def write_spine(
         {
             **{k: pa.array([r[k] for r in spine], pa.string()) for k in keys},
             "timestamp": pa.array(
-                [r["timestamp"].removesuffix("Z") for r in spine], pa.string()
+                np.array([r["timestamp"].removesuffix("Z") for r in spine], "datetime64[us]")
             ).cast(pa.timestamp("us", tz="UTC")),
             "label": pa.array([r["label"] for r in spine], pa.int8()),
         }

@@ -163,7 +163,9 @@ class DemoRun:
         """Run the Bytewax pipeline until it has drained the streams, showing progress."""
         target = self._queued()
         started = time.monotonic()
-        pipeline = start_child("pipeline", ["run", "--until-idle"], self.env, self.logs)
+        pipeline = start_child(
+            "pipeline", ["run", "--until-idle", "--no-recovery"], self.env, self.logs
+        )
         try:
             with out.stream_progress(self.console) as progress:
                 task = progress.add_task("stream through the Bytewax pipeline", total=target)

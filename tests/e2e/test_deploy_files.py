@@ -31,7 +31,7 @@ DEPLOY = ROOT / "deploy"
 YAML_FILES = sorted([*DEPLOY.rglob("*.yaml"), *DEPLOY.rglob("*.yml")])
 DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md"), *DEPLOY.rglob("*.md")])
 ENV_NAME = re.compile(r"\bRILLET_[A-Z0-9_]+\b")
-SHELL_VAR = re.compile(r"\$\{[^}]*\}|\$\([^)]*\)|\$[A-Za-z_][A-Za-z0-9_]*")
+SHELL_VAR = re.compile(r"\$\(\([^)]*\)\)|\$\{[^}]*\}|\$\([^)]*\)|\$[A-Za-z_][A-Za-z0-9_]*")
 
 
 def load_all(path: Path) -> list[Any]:
@@ -69,13 +69,18 @@ def pod_specs(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
 def rillet_argvs(argv: list[str]) -> list[list[str]]:
     """Argument lists after `rillet` in a container command (exec form or `sh -c`)."""
     if argv[:2] in (["sh", "-c"], ["/bin/sh", "-c"], ["bash", "-c"], ["/bin/bash", "-c"]):
+        lexer = shlex.shlex(SHELL_VAR.sub("0", argv[2]), posix=True, punctuation_chars=True)
         found: list[list[str]] = []
-        for part in re.split(r"&&|\|\||;(?![^\"']*[\"'])", argv[2]):
-            words = shlex.split(SHELL_VAR.sub("0", part))
-            while words and words[0] in ("exec", "env"):
-                words = words[1:]
-            if words and words[0] == "rillet":
-                found.append(words[1:])
+        words: list[str] = []
+        for token in [*lexer, ";"]:
+            if token in (";", "&&", "||", "&", "|"):
+                while words and (words[0] in ("exec", "env") or "=" in words[0]):
+                    words = words[1:]
+                if words and words[0] == "rillet":
+                    found.append(words[1:])
+                words = []
+            else:
+                words.append(token)
         return found
     if argv and argv[0] == "rillet":
         return [argv[1:]]
