@@ -91,16 +91,15 @@ def event_ids(draw: st.DrawFn, count: int) -> list[Any]:
     return draw(st.lists(text, min_size=count, max_size=count, unique=True))
 
 
-def column_values(draw: st.DrawFn) -> tuple[st.SearchStrategy[Any], st.SearchStrategy[Any]]:
-    """Strategies for `x` (ints, or floats with some ints) and `s`, both with nulls."""
-    if draw(st.booleans()):
-        number: st.SearchStrategy[Any] = st.integers(-1000, 1000)
-    else:
-        floats = st.floats(-1e4, 1e4, allow_nan=False, allow_infinity=False)
-        number = st.one_of(floats, floats, st.integers(-1000, 1000))
-    x = st.one_of(st.none(), number, number, number)
-    s = st.one_of(st.none(), st.text(alphabet="abAB|{%é", max_size=3))
-    return x, s
+_FLOATS = st.floats(-1e4, 1e4, allow_nan=False, allow_infinity=False)
+_INTS = st.integers(-1000, 1000)
+# Column values, nulls included: `x` is an int column or a float column (where JSON may
+# also carry ints); `s` is a string column.
+X_VALUES: tuple[st.SearchStrategy[Any], ...] = (
+    st.one_of(st.none(), _INTS, _INTS, _INTS),
+    st.one_of(st.none(), _FLOATS, _FLOATS, _INTS),
+)
+S_VALUES = st.one_of(st.none(), st.text(alphabet="abAB|{%é", max_size=3))
 
 
 @st.composite
@@ -111,8 +110,10 @@ def event_sets(
     pool = draw(st.lists(times(scenario), min_size=1, max_size=12))
     size = draw(st.integers(min_size, max_size))
     eids = draw(event_ids(size))
-    x, s = column_values(draw)
-    return [Event(draw(st.sampled_from(pool)), eid, {"x": draw(x), "s": draw(s)}) for eid in eids]
+    ts = draw(st.lists(st.sampled_from(pool), min_size=size, max_size=size))
+    xs = draw(st.lists(draw(st.sampled_from(X_VALUES)), min_size=size, max_size=size))
+    ss = draw(st.lists(S_VALUES, min_size=size, max_size=size))
+    return [Event(t, eid, {"x": x, "s": s}) for t, eid, x, s in zip(ts, eids, xs, ss, strict=True)]
 
 
 @st.composite
@@ -136,9 +137,9 @@ def query_times(
 
 
 @st.composite
-def clocks(draw: st.DrawFn, scenario: Scenario, ts: int) -> int:
-    """The writer's clock when an event at `ts` arrives: before it (pending) or after it."""
-    offset = draw(
-        st.one_of(st.sampled_from((-1, 0, 1)), st.integers(-scenario.span, scenario.span))
-    )
-    return ts + offset
+def clocks(draw: st.DrawFn, scenario: Scenario, events: Sequence[Event]) -> list[int]:
+    """The writer's clock as each event arrives: before its time (pending) or after it."""
+    near = st.sampled_from((-1, 0, 1))
+    offset = st.one_of(near, st.integers(-scenario.span, scenario.span))
+    offsets = draw(st.lists(offset, min_size=len(events), max_size=len(events)))
+    return [e.ts + d for e, d in zip(events, offsets, strict=True)]
