@@ -6,6 +6,7 @@ entities worth showing (the busiest ones), and the spine for the export.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -21,6 +22,7 @@ from rich.table import Table
 from features.model import Definitions
 from pipelines.generator import SourceEvents, training_spine
 
+ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")
 COUNTERS = ("applied", "duplicates", "late", "invalid")
 EXPECTED_KIND = {"applied": "ok", "duplicates": "duplicate", "late": "late", "invalid": "invalid"}
 
@@ -60,7 +62,8 @@ def views_by_entity(defs: Definitions) -> dict[str, list[str]]:
     grouped: dict[str, list[str]] = {}
     for name, view in sorted(defs.views.items()):
         grouped.setdefault(view.entity, []).append(name)
-    return grouped
+    # Entities with more views first (users before user-item pairs before items).
+    return dict(sorted(grouped.items(), key=lambda kv: (-len(kv[1]), kv[0])))
 
 
 def busiest_entities(
@@ -81,13 +84,14 @@ def busiest_entities(
 def vector_table(entity: str, answer: Mapping[str, Any]) -> Table:
     """One column per entity, one row per `view:feature`, as served online."""
     results = answer["results"]
-    table = Table(title=f"entity {entity!r} (as of {answer.get('as_of')})", title_justify="left")
-    table.add_column("feature")
+    as_of = show(answer.get("as_of"))
+    table = Table(title=f"entity {entity!r}, as of {as_of}", title_justify="left")
+    table.add_column("feature", no_wrap=True)
     for result in results:
         table.add_column(", ".join(str(v) for v in result["entity"].values()), justify="right")
     for ref in answer["features"]:
         table.add_row(ref, *(show(r["values"].get(ref)) for r in results))
-    table.add_row("[dim]event_time[/]", *(f"[dim]{r.get('event_time')}[/]" for r in results))
+    table.add_row("[dim]event_time[/]", *(f"[dim]{show(r.get('event_time'))}[/]" for r in results))
     return table
 
 
@@ -99,6 +103,8 @@ def show(value: Any) -> str:
         return f"{value:.4g}"
     if isinstance(value, list):
         return "[" + ", ".join(show(v) for v in value) + "]"
+    if isinstance(value, str) and ISO_TIME.fullmatch(value):
+        return value[:19].replace("T", " ") + "Z"  # to the second: narrower tables
     return str(value)
 
 
