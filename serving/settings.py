@@ -34,10 +34,11 @@ class Settings(BaseSettings):
     max_events: int = Field(default=10_000, ge=1, description="events per push request")
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     request_timeout_s: float = Field(default=10.0, gt=0)
-    max_in_flight: int = Field(default=1024, ge=1, description="per worker; more → 429")
+    max_in_flight: int = Field(
+        default=256, ge=1, description="requests per worker (and its Redis pool size); more → 429"
+    )
     registry_poll_s: float = Field(default=1.0, gt=0)
     redis_timeout_s: float = Field(default=2.0, gt=0)
-    redis_max_connections: int = Field(default=64, ge=1)
     broker: Literal["redis", "kafka"] = "redis"
     stream_partitions: int = Field(default=4, ge=1)
     kafka_bootstrap: str = "127.0.0.1:9092"
