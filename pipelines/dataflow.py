@@ -30,7 +30,7 @@ from pipelines.sinks.dead_letters import DeadLetterSink
 from pipelines.sinks.parquet_log import ParquetLogSink, events_to_table
 from pipelines.sinks.redis_tiles import RedisTileSink
 from pipelines.stats import StatsSink
-from pipelines.tiling import TileRouter, TileShard
+from pipelines.tiling import TILE_SHARDS, TileRouter, TileShard
 
 FLOW_ID = "rillet"
 LOG_WRITERS = tuple(f"w{i}" for i in range(8))  # fixed: Parquet writer partitions
@@ -43,6 +43,7 @@ class Outputs:
     redis_url: str
     project: str
     offline_root: Path
+    tile_cache: int = 500_000  # (view, entity) pairs the tile shards cache, in all
 
 
 class ToLog:
@@ -95,9 +96,15 @@ def build_flow(
         op.flat_map("to_log", accepted, ToLog(plans)),
         ParquetLogSink(outputs.offline_root, LOG_WRITERS),
     )
+    import redis
+
+    client = redis.Redis.from_url(outputs.redis_url)  # thread-safe pool for the tile cache
+    per_shard = max(1, outputs.tile_cache // TILE_SHARDS)
     routed = op.flat_map("route", accepted, TileRouter(plans))
     tiles = op.stateful_batch(
-        "tiles", routed, lambda resume: TileShard(plans, outputs.project, resume, snapshots)
+        "tiles",
+        routed,
+        lambda resume: TileShard(plans, outputs.project, client, resume, per_shard),
     )
     op.output(
         "online",

@@ -43,6 +43,7 @@ class LedgerShard(StatefulBatchLogic[ShardBatch, Any, bytes]):
             counts = self.counts.setdefault(batch.source, [0, 0])
             accepted: list[Any] = []
             ingested: list[int] = []
+            positions: list[Any] = []
             late: list[DeadLetter] = []
             duplicates = 0
             for i, event in enumerate(batch.events):
@@ -53,6 +54,7 @@ class LedgerShard(StatefulBatchLogic[ShardBatch, Any, bytes]):
                 if verdict == ACCEPT:
                     accepted.append(event)
                     ingested.append(batch.ingested[i])
+                    positions.append(batch.positions[i])
                 elif verdict == LATE:
                     late.append(
                         DeadLetter(
@@ -65,7 +67,11 @@ class LedgerShard(StatefulBatchLogic[ShardBatch, Any, bytes]):
             counts[1] += duplicates
             touched.add(batch.source)
             if accepted:
-                out.append(AcceptedBatch(batch.source, self.shard, accepted, ingested))
+                out.append(
+                    AcceptedBatch(
+                        batch.source, self.shard, batch.part, accepted, ingested, positions
+                    )
+                )
             if late:
                 mark = f"{LATE_STAGE}:{batch.part}:{self.shard:02d}"
                 out.append(DeadLetterBatch(batch.source, mark, LATE_STAGE, late))

@@ -7,6 +7,7 @@ without a restart while the hot path pays one attribute read per batch.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -30,6 +31,7 @@ class ViewRoute:
     tiler: ViewTiler
     join_keys: tuple[str, ...]
     fingerprint: bytes
+    version: str  # a short hash of the fingerprint, stored with the view's online tiles
 
 
 @dataclass(frozen=True)
@@ -51,11 +53,13 @@ class Plan:
         self.version = version
         self.views: dict[str, ViewRoute] = {}
         for name, view in sorted(definitions.views.items()):
+            fingerprint = orjson.dumps(view_to_dict(view), option=orjson.OPT_SORT_KEYS)
             self.views[name] = ViewRoute(
                 view=view,
                 tiler=ViewTiler(view),
                 join_keys=definitions.entities[view.entity].join_keys,
-                fingerprint=orjson.dumps(view_to_dict(view), option=orjson.OPT_SORT_KEYS),
+                fingerprint=fingerprint,
+                version=hashlib.sha1(fingerprint, usedforsecurity=False).hexdigest()[:12],
             )
         self.sources: dict[str, SourcePlan] = {
             name: SourcePlan(

@@ -70,12 +70,15 @@ class ShardBatch:
 
 @dataclass(slots=True)
 class AcceptedBatch:
-    """Events accepted by the ledger (not late, not duplicates), with their ingest times."""
+    """Events accepted by the ledger (not late, not duplicates), with their ingest times and
+    their positions in the origin partition `part` (the tiles' replay guard)."""
 
     source: str
     shard: int
+    part: str
     events: list[Any]
     ingested: list[int]
+    positions: list[Position]
 
 
 @dataclass(slots=True)
@@ -88,11 +91,12 @@ class LogBatch:
 
 @dataclass(slots=True)
 class TileInput:
-    """Accepted events for one tile shard, grouped by the views sharing one entity:
-    `[(view names, [(entity id, entity values, event), ...]), ...]`."""
+    """Accepted events of one origin partition for one tile shard, grouped by the views
+    sharing one entity: `[(view names, [(entity id, values, event, position), ...]), ...]`."""
 
     shard: int
-    groups: list[tuple[tuple[str, ...], list[tuple[str, tuple[Any, ...], Any]]]]
+    part: str
+    groups: list[tuple[tuple[str, ...], list[tuple[str, tuple[Any, ...], Any, Position]]]]
 
 
 @dataclass(slots=True)

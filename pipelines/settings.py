@@ -38,7 +38,10 @@ class PipelineSettings(BaseSettings):
     read_count: int = Field(default=2000, ge=1, description="entries per XREAD per stream")
     workers: int = Field(default=1, ge=1, description="Bytewax workers (threads) per process")
     epoch_seconds: int = Field(
-        default=10, ge=1, description="snapshot interval; Parquet files roll per epoch"
+        default=20, ge=1, description="snapshot interval; Parquet files roll per epoch"
+    )
+    tile_cache_entities: int = Field(
+        default=500_000, ge=1000, description="(view, entity) pairs cached; Redis holds all"
     )
     metrics_port: int = Field(default=9464, ge=0, description="Prometheus port; 0 disables")
     metrics_host: str = Field(default="127.0.0.1", description="address the metrics bind to")

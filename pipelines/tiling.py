@@ -1,45 +1,54 @@
 """The `tiles` step: per (view, entity) time tiles through `features.tiles.ViewTiler`.
 
 Accepted events are routed to the tile shard of their view's entity (which may differ from
-the source key: `page_views` keyed by (user, item) feeds a view on users). Each shard keeps
-`EntityTiles` per view and entity in recovery state and emits the absolute encoded values
-of what each batch changed. Events later than the wall clock wait in `pending` and are
-folded when a notification fires; a periodic sweep prunes tiles no window can read and
-forgets entities whose online key has expired.
+the source key: `page_views` keyed by (user, item) feeds a view on users). The online hash
+of each (view, entity) is the state: every batch writes the absolute tiles it changed plus,
+in `m`, the newest origin position applied per (origin partition, ledger shard) (`pos`)
+and the view's version (`v`). The shard keeps those hashes in a bounded cache and loads a missing entity from
+Redis before applying to it; after a crash, replayed events at or before an entity's
+`pos` are skipped, so nothing is applied twice. Bytewax snapshots therefore stay tiny
+(the set of entities with events later than the clock), which keeps epoch closes short
+and freshness steady. Pending events are folded when a notification fires; a periodic
+sweep prunes tiles no window can read and evicts the least recently used entities.
 """
 
 from __future__ import annotations
 
 import pickle
 import zlib
-from collections.abc import Iterator
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
+import orjson
 from bytewax.operators import StatefulBatchLogic
 
 from features import layout
 from features.durations import US_PER_S, from_us, now_us
-from features.tiles import EntityTiles, TileKey
+from features.tiles import EntityTiles
 from pipelines.decoding import shard_name
-from pipelines.plan import PlanSource
-from pipelines.records import AcceptedBatch, TileBatch, TileInput
-from pipelines.sinks.redis_tiles import TileWrite, encode_write, pack_stream_write
+from pipelines.plan import PlanSource, ViewRoute
+from pipelines.records import AcceptedBatch, Position, TileBatch, TileInput
+from pipelines.sinks.redis_bulk import fetch_raw
+from pipelines.sinks.redis_tiles import TileWrite, pack_stream_write
 
-TILE_SHARDS = 16  # part of the recovery state schema: never change on a live recovery dir
+if TYPE_CHECKING:
+    import redis
+
+TILE_SHARDS = 16  # Bytewax state keys of this step (its state is small: safe to change)
 SWEEP_US = 300 * US_PER_S
 
 
-def prune_write(project: str, view: str, eid: str, dropped: set[TileKey]) -> TileWrite:
-    """A write that only deletes pruned tiles (meta, pending and expiry stay as they are)."""
-    return TileWrite(
-        key=layout.view_key(project, view, eid),
-        hll_key=layout.entity_count_key(project, view),
-        entity=eid,
-        fields={},
-        removed=[layout.tile_field(k) for k in sorted(dropped)],
-        expire_at_ms=None,
-    )
+@dataclass(slots=True)
+class Cached:
+    """One (view, entity) as the online store holds it, plus what the writer needs."""
+
+    state: EntityTiles
+    keys: tuple[Any, ...]
+    marks: dict[str, Position] = field(default_factory=dict)
+    fresh: bool = True  # absent from Redis when loaded: count it in the HyperLogLog
+    reset: bool = False  # Redis held another version of the view: delete before writing
 
 
 class TileRouter:
@@ -58,11 +67,15 @@ class TileRouter:
             by_keys.setdefault(route.join_keys, []).append(route.view.name)
         shards: dict[int, TileInput] = {}
         crc32, entity_id = zlib.crc32, layout.entity_id
+        positions = batch.positions
+        # Positions only grow within one origin partition *and* one ledger shard (shards
+        # reach this step interleaved), so that pair names the replay guard's stream.
+        stream = f"{batch.part}#{batch.shard}"
         for join_keys, names in by_keys.items():
             group = tuple(names)
-            per_shard: dict[int, list[tuple[str, tuple[Any, ...], Any]]] = {}
+            per_shard: dict[int, list[tuple[str, tuple[Any, ...], Any, Position]]] = {}
             single = join_keys[0] if len(join_keys) == 1 else None
-            for event in batch.events:
+            for i, event in enumerate(batch.events):
                 row = event.row
                 if single is not None:
                     value = row[single]
@@ -78,169 +91,258 @@ class TileRouter:
                 entries = per_shard.get(shard)
                 if entries is None:
                     entries = per_shard[shard] = []
-                entries.append((eid, values, event))
+                entries.append((eid, values, event, positions[i]))
             for shard, entries in per_shard.items():
                 inp = shards.get(shard)
                 if inp is None:
-                    inp = shards[shard] = TileInput(shard, [])
+                    inp = shards[shard] = TileInput(shard, stream, [])
                 inp.groups.append((group, entries))
         for shard, inp in shards.items():
             yield (shard_name(shard), inp)
 
 
 class TileShard(StatefulBatchLogic[TileInput, TileBatch, bytes]):
-    """Tiles of every entity of one shard, per view; emits absolute writes per batch."""
+    """A cache of the online tiles of one shard's entities; emits absolute writes per batch."""
 
     def __init__(
-        self, plans: PlanSource, project: str, resume: bytes | None, snapshots: bool
+        self,
+        plans: PlanSource,
+        project: str,
+        client: redis.Redis,
+        resume: bytes | None,
+        cache_limit: int,
     ) -> None:
         self.plans = plans
         self.project = project
-        self.snapshots = snapshots
-        state = pickle.loads(resume) if resume else ({}, {}, {})  # noqa: S301 - own recovery store
-        self.views: dict[str, dict[str, EntityTiles]] = state[0]
-        self.fingerprints: dict[str, bytes] = state[1]
-        # entities holding events later than the clock: (view, entity) → join-key values
-        self.pending: dict[tuple[str, str], tuple[Any, ...]] = state[2]
-        self.pending_at: int | None = self._earliest_pending()
-        self.first = True
+        self.client = client
+        self.cache_limit = cache_limit
+        self.cache: dict[str, dict[str, Cached]] = {}  # view → entity → Cached, LRU order
+        self.versions: dict[str, str] = {}
+        # (view, entity) → join-key values, for entities holding events later than the clock
+        loaded = pickle.loads(resume) if resume else {}  # noqa: S301 - our own recovery store
+        self.pending: dict[tuple[str, str], tuple[Any, ...]] = loaded
+        # restored pending entities are looked at in the first notification
+        self.pending_at: int | None = now_us() if self.pending else None
         self.next_sweep = now_us() + SWEEP_US
+        self.first = True
+
+    # ------------------------------------------------------------------ cache
 
     def _sync_views(self, plan: Any) -> None:
-        """Reset the state of views whose definition changed; forget removed views."""
-        for name in list(self.views):
+        """Forget cached entities of views that changed or disappeared."""
+        for name in list(self.cache):
             route = plan.views.get(name)
-            if route is None or route.fingerprint != self.fingerprints.get(name):
-                del self.views[name]
-                self.fingerprints.pop(name, None)
+            if route is None or route.version != self.versions.get(name):
+                del self.cache[name]
+                self.versions.pop(name, None)
                 self.pending = {k: v for k, v in self.pending.items() if k[0] != name}
         for name, route in plan.views.items():
-            if name not in self.views:
-                self.views[name] = {}
-                self.fingerprints[name] = route.fingerprint
+            if name not in self.cache:
+                self.cache[name] = {}
+                self.versions[name] = route.version
+
+    def _load(self, plan: Any, wanted: Iterable[tuple[str, str, tuple[Any, ...]]]) -> None:
+        """Read missing entities from Redis (one round trip) into the cache."""
+        todo = [(n, e, k) for n, e, k in dict.fromkeys(wanted) if e not in self.cache[n]]
+        if not todo:
+            return
+        commands = [("HGETALL", layout.view_key(self.project, n, e)) for n, e, _ in todo]
+        for (name, eid, keys), reply in zip(todo, fetch_raw(self.client, commands), strict=True):
+            self.cache[name][eid] = _cached(reply, keys, plan.views[name])
+
+    # ------------------------------------------------------------------ Bytewax callbacks
 
     def on_batch(self, values: list[TileInput]) -> tuple[list[TileBatch], bool]:
         plan = self.plans.current()
-        if plan.views.keys() != self.views.keys():
+        if plan.views.keys() != self.cache.keys() or any(
+            r.version != self.versions.get(n) for n, r in plan.views.items()
+        ):
             self._sync_views(plan)
+        if self.first:  # stagger the shards' sweeps by their number
+            self.first = False
+            self.next_sweep += values[0].shard * US_PER_S
+        self._load(
+            plan,
+            (
+                (name, eid, keys)
+                for inp in values
+                for names, entries in inp.groups
+                for name in names
+                if name in self.cache
+                for eid, keys, _, _ in entries
+            ),
+        )
         now = now_us()
-        # per view: entity id → [changed tiles, join-key values, max_ts before this batch]
+        # per view: entity id → [changed tiles, max_ts before this batch]
         touched: dict[str, dict[str, list[Any]]] = {}
         fresh: dict[str, int] = {}
         for inp in values:
-            if self.first:  # stagger the shards' sweeps by their number
-                self.first = False
-                self.next_sweep += inp.shard * US_PER_S
+            part = inp.part
             for names, entries in inp.groups:
                 for name in names:
                     route = plan.views.get(name)
                     if route is None:
                         continue  # removed from the registry since it was routed
-                    if route.fingerprint != self.fingerprints.get(name):
-                        self._sync_views(plan)
-                    apply, entities = route.tiler.apply, self.views[name]
+                    apply, cache = route.tiler.apply, self.cache[name]
                     seen = touched.get(name)
                     if seen is None:
                         seen = touched[name] = {}
                     top = fresh.get(name, -(2**63))
-                    for eid, key_values, event in entries:
-                        state = entities.get(eid)
-                        if state is None:
-                            state = entities[eid] = EntityTiles()
+                    for eid, _, event, position in entries:
+                        item = cache[eid]
+                        last = item.marks.get(part)
+                        if last is not None and position <= last:
+                            continue  # applied before a crash: Redis already has it
+                        item.marks[part] = position
+                        state = item.state
                         mark = seen.get(eid)
                         if mark is None:
-                            mark = seen[eid] = [set(), key_values, state.max_ts]
+                            mark = seen[eid] = [set(), state.max_ts]
                         ts = event.ts
                         mark[0].update(apply(state, ts, event.eid, event.row, now))
                         if ts > top:
                             top = ts
-                    fresh[name] = top
-        return [self._writes(plan, touched, fresh, now)], StatefulBatchLogic.RETAIN
+                    if top > -(2**63):
+                        fresh[name] = top
+        out = self._writes(plan, touched, now)
+        out.freshness = fresh
+        if self._size() > self.cache_limit:
+            self._evict()
+        return [out], StatefulBatchLogic.RETAIN
 
-    def _writes(
-        self, plan: Any, touched: dict[str, dict[str, list[Any]]], fresh: dict[str, int], now: int
-    ) -> TileBatch:
+    def _writes(self, plan: Any, touched: dict[str, dict[str, list[Any]]], now: int) -> TileBatch:
         """Encode the absolute state of every touched entity (folding due pending events)."""
-        out = TileBatch(freshness=fresh)
+        out = TileBatch()
         project = self.project
         for name, marks in touched.items():
-            route = plan.views[name]
-            entities, ttl, tiler = self.views[name], route.view.ttl, route.tiler
-            for eid, (changed, key_values, previous_max_ts) in marks.items():
-                state = entities[eid]
+            route: ViewRoute = plan.views[name]
+            cache, ttl, tiler = self.cache[name], route.view.ttl, route.tiler
+            extra = {"v": route.version}
+            new_ids = []
+            for eid, (changed, previous_max_ts) in marks.items():
+                item = cache.pop(eid)
+                cache[eid] = item  # most recently used last
+                state = item.state
                 if state.pending:
                     changed |= tiler.fold_pending(state, now)
                     if state.pending:
-                        self.pending[(name, eid)] = key_values
+                        self.pending[(name, eid)] = item.keys
                     else:
                         self.pending.pop((name, eid), None)
+                key = layout.view_key(project, name, eid)
+                if item.reset:
+                    out.packed.append(layout_delete(key))
+                    out.commands += 1
+                    item.reset = False
+                extra["pos"] = item.marks  # type: ignore[assignment]
                 data, n = pack_stream_write(
-                    layout.view_key(project, name, eid),
-                    state,
-                    changed,
-                    key_values,
-                    ttl,
-                    previous_max_ts,
+                    key, state, changed, item.keys, ttl, previous_max_ts, extra
                 )
                 out.packed.append(data)
                 out.commands += n
-            out.entities[layout.entity_count_key(project, name)] = list(marks)
+                if item.fresh:
+                    item.fresh = False
+                    new_ids.append(eid)
+            if new_ids:
+                out.entities[layout.entity_count_key(project, name)] = new_ids
         self.pending_at = self._earliest_pending() if self.pending else None
         return out
 
     def _earliest_pending(self) -> int | None:
-        times = [
-            min(rec[0] for rec in self.views[name][eid].pending)
-            for name, eid in self.pending
-            if name in self.views and eid in self.views[name] and self.views[name][eid].pending
-        ]
+        times = []
+        for name, eid in self.pending:
+            item = self.cache.get(name, {}).get(eid)
+            if item is None:
+                return now_us()  # not loaded (restored after a restart): look at it now
+            if item.state.pending:
+                times.append(min(rec[0] for rec in item.state.pending))
         return min(times) if times else None
 
     def notify_at(self) -> datetime | None:
         due = self.next_sweep if self.pending_at is None else min(self.pending_at, self.next_sweep)
-        return from_us(due).astimezone(UTC)
+        return from_us(due)
 
     def on_notify(self) -> tuple[list[TileBatch], bool]:
         plan = self.plans.current()
         self._sync_views(plan)
         now = now_us()
-        writes = []
-        for (name, eid), key_values in list(self.pending.items()):
-            state = self.views[name].get(eid)
-            route = plan.views[name]
-            changed = route.tiler.fold_pending(state, now) if state is not None else set()
-            if state is None or not state.pending:
+        self._load(plan, ((n, e, k) for (n, e), k in self.pending.items() if n in self.cache))
+        touched: dict[str, dict[str, list[Any]]] = {}
+        for name, eid in list(self.pending):
+            item = self.cache[name][eid]
+            if not item.state.pending:
                 del self.pending[(name, eid)]
-            if state is not None and changed:
-                write = encode_write(self.project, route.view, key_values, state, changed, ())
-                writes.append(write)
+                continue
+            if any(rec[0] <= now for rec in item.state.pending):
+                touched.setdefault(name, {})[eid] = [set(), item.state.max_ts]
+        out = self._writes(plan, touched, now) if touched else TileBatch()
         if now >= self.next_sweep:
-            writes.extend(self._sweep(plan, now))
+            out.writes.extend(self._sweep(plan, now))
             self.next_sweep = now + SWEEP_US
-        self.pending_at = self._earliest_pending()
-        return ([TileBatch(writes=writes)] if writes else []), StatefulBatchLogic.RETAIN
+        if not self.pending:
+            self.pending_at = None
+        has_output = out.commands or out.writes
+        return ([out] if has_output else []), StatefulBatchLogic.RETAIN
 
-    def _sweep(self, plan: Any, now: int) -> list[Any]:
-        """Prune unreadable tiles (HDEL them) and forget entities whose key has expired."""
+    def _sweep(self, plan: Any, now: int) -> list[TileWrite]:
+        """Prune cached tiles no window can read (HDEL them); drop expired entities."""
         writes = []
-        for name, entities in self.views.items():
+        for name, cache in self.cache.items():
             route = plan.views[name]
             ttl = route.view.ttl
-            for eid in list(entities):
-                state = entities[eid]
+            for eid in list(cache):
+                state = cache[eid].state
                 dropped = route.tiler.prune(state, now)
                 if state.max_ts is not None and state.max_ts + ttl < now and not state.pending:
-                    del entities[eid]
+                    del cache[eid]  # its online key has expired too
                 elif dropped:
-                    writes.append(prune_write(self.project, name, eid, dropped))
+                    writes.append(
+                        TileWrite(
+                            key=layout.view_key(self.project, name, eid),
+                            hll_key=layout.entity_count_key(self.project, name),
+                            entity=eid,
+                            fields={},
+                            removed=[layout.tile_field(k) for k in sorted(dropped)],
+                            expire_at_ms=None,
+                        )
+                    )
         return writes
+
+    def _size(self) -> int:
+        return sum(len(c) for c in self.cache.values())
+
+    def _evict(self) -> None:
+        """Drop least recently used entities (Redis holds them) down to 90% of the limit."""
+        excess = self._size() - int(self.cache_limit * 0.9)
+        for name, cache in self.cache.items():
+            share = excess * len(cache) // max(1, self._size())
+            for eid in list(cache)[: share + 1]:
+                if (name, eid) not in self.pending:
+                    del cache[eid]
 
     def on_eof(self) -> tuple[list[TileBatch], bool]:
         return [], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
-        if not self.snapshots:
-            return b""
-        return pickle.dumps(
-            (self.views, self.fingerprints, self.pending), protocol=pickle.HIGHEST_PROTOCOL
-        )
+        return pickle.dumps(self.pending, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def layout_delete(key: str) -> bytes:
+    """RESP of `DEL key` (a view whose definition changed starts over)."""
+    from hiredis import pack_command
+
+    return bytes(pack_command(("DEL", key)))
+
+
+def _cached(reply: Any, keys: tuple[Any, ...], route: ViewRoute) -> Cached:
+    """An HGETALL reply (RESP3 map or RESP2 list) as a cache entry for `route`'s view."""
+    if isinstance(reply, list):
+        reply = dict(zip(reply[::2], reply[1::2], strict=True))
+    if not reply:
+        return Cached(EntityTiles(), keys)
+    meta = orjson.loads(reply.get(b"m", b"{}"))
+    if meta.get("v") not in (None, route.version):
+        return Cached(EntityTiles(), keys, fresh=False, reset=True)
+    state = layout.decode_tiles(reply) or EntityTiles()
+    marks = {part: (int(p[0]), int(p[1])) for part, p in (meta.get("pos") or {}).items()}
+    return Cached(state, keys, marks, fresh=False)

@@ -58,6 +58,41 @@ def call_raw(client: redis.Redis, *command: Any) -> Any:
     return reply
 
 
+def fetch_raw(client: redis.Redis, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Replies of `commands` (one round trip), parsed by hiredis alone; raise on any error."""
+    import hiredis
+
+    if not commands:
+        return []
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    replies: list[Any] = []
+    try:
+        conn.send_packed_command([b"".join(map(_pack_one, commands))], check_health=False)  # type: ignore[arg-type]
+        reader = hiredis.Reader()
+        sock = conn._sock
+        while len(replies) < len(commands):
+            reply = reader.gets()
+            if reply is False:
+                data = sock.recv(1 << 20)
+                if not data:
+                    msg = "Redis closed the connection while the pipeline was reading"
+                    raise StorageError(msg)
+                reader.feed(data)
+                continue
+            replies.append(reply)
+    except BaseException:
+        conn.disconnect()
+        raise
+    finally:
+        pool.release(conn)
+    for command, reply in zip(commands, replies, strict=True):
+        if isinstance(reply, hiredis.ReplyError):
+            msg = f"Redis rejected {command[0]}: {reply}"
+            raise StorageError(msg)
+    return replies
+
+
 def send_packed(client: redis.Redis, packed: Sequence[bytes], count: int) -> None:
     """Send RESP-packed commands (`count` in all) in one round trip; raise on any error reply.
 

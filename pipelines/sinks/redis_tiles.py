@@ -85,11 +85,13 @@ def pack_stream_write(
     entity_values: Sequence[Any],
     ttl: int,
     previous_max_ts: int | None,
+    meta_extra: dict[str, Any] | None = None,
 ) -> tuple[bytes, int]:
     """The stream's write of one entity as RESP bytes and how many commands they hold.
 
-    One `HSET` of the changed tiles, `m` and `p` (`[]` when nothing is pending, so no
-    `HDEL` is needed), plus `PEXPIREAT` only when the expiry moved to another bucket.
+    One `HSET` of the changed tiles, `m` (with `meta_extra` merged in) and `p` (`[]` when
+    nothing is pending, so no `HDEL` is needed), plus `PEXPIREAT` only when the expiry
+    moved to another bucket.
     """
     args: list[Any] = ["HSET", key]
     tiles = state.tiles
@@ -100,7 +102,10 @@ def pack_stream_write(
             args.append(_dumps(value))
     max_ts = state.max_ts
     args.append("m")
-    args.append(_dumps({"max_ts": max_ts, "folded": state.folded_until, "keys": entity_values}))
+    meta = {"max_ts": max_ts, "folded": state.folded_until, "keys": entity_values}
+    if meta_extra:
+        meta.update(meta_extra)
+    args.append(_dumps(meta))
     args.append("p")
     args.append(_dumps(state.pending) if state.pending else EMPTY_PENDING)
     packed = _pack(tuple(args))

@@ -47,7 +47,7 @@ def _env(redis_url: str, tmp_path: Path) -> dict[str, str]:
         RILLET_RECOVERY_PARTITIONS="4",
         RILLET_EPOCH_SECONDS="1",
         RILLET_METRICS_PORT="0",
-        RILLET_READ_COUNT="100",
+        RILLET_READ_COUNT="20",
         RILLET_STREAM_PARTITIONS="4",
         RILLET_LOG_LEVEL="WARNING",
     )
@@ -99,7 +99,6 @@ def test_sigkill_mid_stream_then_resume_gives_exact_results(
     final = _start(env, "--until-idle")
     _, err = final.communicate(timeout=180)
     assert final.returncode == 0, err.decode()[-3000:]
-    assert mid_stream >= 2
 
     assert mismatches(redis_client, work, now_us()) == []
     root = tmp_path / "offline"
@@ -114,3 +113,4 @@ def test_sigkill_mid_stream_then_resume_gives_exact_results(
         assert stats(redis_client, name) == expected_stats(work, name)
         letters = redis_client.xlen(layout.dead_letter_key(PROJECT, name))
         assert letters == work.count(name, "invalid") + work.count(name, "late")
+    assert mid_stream >= 2  # at least two kills interrupted a run with events left to apply
