@@ -4,12 +4,13 @@ Accepted events are routed to the tile shard of their view's entity (which may d
 the source key: `page_views` keyed by (user, item) feeds a view on users). The online hash
 of each (view, entity) is the state: every batch writes the absolute tiles it changed plus,
 in `m`, the newest origin position applied per (origin partition, ledger shard) (`pos`)
-and the view's version (`v`). The shard keeps those hashes in a bounded cache and loads a missing entity from
-Redis before applying to it; after a crash, replayed events at or before an entity's
-`pos` are skipped, so nothing is applied twice. Bytewax snapshots therefore stay tiny
-(the set of entities with events later than the clock), which keeps epoch closes short
-and freshness steady. Pending events are folded when a notification fires; a periodic
-sweep prunes tiles no window can read and evicts the least recently used entities.
+and the view's version (`v`). The shard keeps those hashes in a bounded cache and loads a
+missing entity from Redis before applying to it; after a crash, replayed events at or
+before an entity's `pos` are skipped, so nothing is applied twice. Bytewax snapshots
+therefore stay tiny (the set of entities with events later than the clock), which keeps
+epoch closes short and freshness steady. Pending events are folded when a notification
+fires; a periodic sweep prunes tiles no window can read and evicts the least recently
+used entities.
 """
 
 from __future__ import annotations
@@ -217,7 +218,7 @@ class TileShard(StatefulBatchLogic[TileInput, TileBatch, bytes]):
         for name, marks in touched.items():
             route: ViewRoute = plan.views[name]
             cache, ttl, tiler = self.cache[name], route.view.ttl, route.tiler
-            extra = {"v": route.version}
+            version = route.version
             new_ids = []
             for eid, (changed, previous_max_ts) in marks.items():
                 item = cache.pop(eid)
@@ -234,9 +235,8 @@ class TileShard(StatefulBatchLogic[TileInput, TileBatch, bytes]):
                     out.packed.append(layout_delete(key))
                     out.commands += 1
                     item.reset = False
-                extra["pos"] = item.marks  # type: ignore[assignment]
                 data, n = pack_stream_write(
-                    key, state, changed, item.keys, ttl, previous_max_ts, extra
+                    key, state, changed, item.keys, ttl, previous_max_ts, version, item.marks
                 )
                 out.packed.append(data)
                 out.commands += n

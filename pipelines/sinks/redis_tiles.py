@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 EMPTY_PENDING = b"[]"
 _PEXPIREAT = b"*3\r\n$9\r\nPEXPIREAT\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
 _dumps = orjson.dumps
+_FIELD_NAMES: dict[TileKey, str] = {}  # tile key → hash field name (`layout.tile_field`)
 MAX_EXPIRY_BUCKET_MS = 3_600_000
 
 
@@ -85,27 +86,40 @@ def pack_stream_write(
     entity_values: Sequence[Any],
     ttl: int,
     previous_max_ts: int | None,
-    meta_extra: dict[str, Any] | None = None,
+    version: str | None = None,
+    marks: dict[str, Any] | None = None,
 ) -> tuple[bytes, int]:
     """The stream's write of one entity as RESP bytes and how many commands they hold.
 
-    One `HSET` of the changed tiles, `m` (with `meta_extra` merged in) and `p` (`[]` when
-    nothing is pending, so no `HDEL` is needed), plus `PEXPIREAT` only when the expiry
-    moved to another bucket.
+    One `HSET` of the changed tiles, `m` (with the view `version` as `v` and the replay
+    `marks` as `pos`) and `p` (`[]` when nothing is pending, so no `HDEL` is needed), plus
+    `PEXPIREAT` only when the expiry moved to another bucket.
     """
     args: list[Any] = ["HSET", key]
-    tiles = state.tiles
+    tiles, names = state.tiles, _FIELD_NAMES
     for tile in changed:
         value = tiles.get(tile)
         if value is not None:
-            args.append(f"t:{tile[0]}:{tile[1]}")
+            name = names.get(tile)
+            if name is None:
+                if len(names) > 100_000:
+                    names.clear()
+                name = names[tile] = f"t:{tile[0]}:{tile[1]}"
+            args.append(name)
             args.append(_dumps(value))
     max_ts = state.max_ts
     args.append("m")
-    meta = {"max_ts": max_ts, "folded": state.folded_until, "keys": entity_values}
-    if meta_extra:
-        meta.update(meta_extra)
-    args.append(_dumps(meta))
+    args.append(
+        _dumps(
+            {
+                "max_ts": max_ts,
+                "folded": state.folded_until,
+                "keys": entity_values,
+                "v": version,
+                "pos": marks,
+            }
+        )
+    )
     args.append("p")
     args.append(_dumps(state.pending) if state.pending else EMPTY_PENDING)
     packed = _pack(tuple(args))
