@@ -7,6 +7,7 @@ factory); nothing below `serving/` reads the environment.
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -42,6 +43,9 @@ class Settings(BaseSettings):
     broker: Literal["redis", "kafka"] = "redis"
     stream_partitions: int = Field(default=4, ge=1)
     kafka_bootstrap: str = "127.0.0.1:9092"
+    offline_root: Path = Field(
+        default=Path("./data/offline"), description="the Parquet event log (historical reads)"
+    )
     log_level: str = "INFO"
     access_log: bool = True
 
