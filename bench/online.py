@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -231,17 +232,16 @@ async def open_loop(
     pool = Pool(port)
     total = int(rate * seconds)
     latencies: list[float] = []
-    errors = 0
+    failures: Counter[str] = Counter()
     clock = time.perf_counter  # uvloop's loop.time() has millisecond resolution
 
     async def one(raw: bytes, scheduled: float) -> None:
-        nonlocal errors
         try:
             status = await pool.request(raw)
             if status != 200:
-                errors += 1
+                failures[str(status)] += 1
         except (OSError, asyncio.IncompleteReadError):
-            errors += 1
+            failures["connection"] += 1
         latencies.append(clock() - scheduled)
 
     for raw in requests[:20]:  # warm the connection pool and the server
@@ -258,7 +258,7 @@ async def open_loop(
         task.add_done_callback(tasks.discard)
     await asyncio.gather(*tasks)
     elapsed = clock() - start
-    return summarize(latencies, errors, len(latencies) / elapsed)
+    return summarize(latencies, failures, len(latencies) / elapsed)
 
 
 async def closed_loop(
@@ -267,20 +267,20 @@ async def closed_loop(
     """Saturation: `concurrency` connections sending back to back; achieved requests/s."""
     clock = time.perf_counter
     latencies: list[float] = []
-    errors = 0
+    failures: Counter[str] = Counter()
     deadline = clock() + seconds
 
     async def worker(offset: int) -> None:
-        nonlocal errors
         pool = Pool(port)
         i = offset
         while clock() < deadline:
             began = clock()
             try:
-                if await pool.request(requests[i % len(requests)]) != 200:
-                    errors += 1
+                status = await pool.request(requests[i % len(requests)])
+                if status != 200:
+                    failures[str(status)] += 1
             except (OSError, asyncio.IncompleteReadError):
-                errors += 1
+                failures["connection"] += 1
             latencies.append(clock() - began)
             i += concurrency
 
@@ -288,10 +288,10 @@ async def closed_loop(
         await Pool(port).request(raw)
     start = clock()
     await asyncio.gather(*(worker(k) for k in range(concurrency)))
-    return summarize(latencies, errors, len(latencies) / (clock() - start))
+    return summarize(latencies, failures, len(latencies) / (clock() - start))
 
 
-def summarize(latencies: list[float], errors: int, rps: float) -> dict[str, Any]:
+def summarize(latencies: list[float], failures: Counter[str], rps: float) -> dict[str, Any]:
     ordered = sorted(latencies)
 
     def pct(q: float) -> float:
@@ -299,7 +299,7 @@ def summarize(latencies: list[float], errors: int, rps: float) -> dict[str, Any]
 
     return {
         "requests": len(ordered),
-        "errors": errors,
+        "errors": dict(failures),
         "rps": round(rps, 1),
         "p50_ms": round(pct(0.50), 3),
         "p99_ms": round(pct(0.99), 3),
@@ -479,7 +479,7 @@ def run_all(
                 spec = dict(load, port=ports[server], users=users, seed=r * 100 + len(report))
                 spec["seconds"] = sat_seconds if load["mode"] == "closed" else seconds
                 if load["kind"] == "hundred" and load["mode"] == "open":
-                    spec["seconds"] = seconds * 2  # 50 rps: twice as long for the tail
+                    spec["seconds"] = seconds * 2  # low rates: twice as long for the tail
                 result = run_phase(spec, work)
                 report[name].append(result)
                 print(f"  {name:<42} {fmt(result)}", flush=True)
@@ -489,7 +489,8 @@ def run_all(
 def fmt(r: dict[str, Any]) -> str:
     return (
         f"rps {r['rps']:>8.1f}  p50 {r['p50_ms']:>7.2f} ms  p99 {r['p99_ms']:>7.2f} ms  "
-        f"p99.9 {r['p999_ms']:>7.2f} ms  n={r['requests']} errors={r['errors']}"
+        f"p99.9 {r['p999_ms']:>7.2f} ms  n={r['requests']}"
+        + (f"  non-200: {r['errors']}" if r["errors"] else "")
     )
 
 
@@ -497,7 +498,10 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Median of every figure over the rounds (errors summed)."""
     out = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms", "p999_ms")}
     out["requests"] = sum(r["requests"] for r in runs)
-    out["errors"] = sum(r["errors"] for r in runs)
+    errors: Counter[str] = Counter()
+    for r in runs:
+        errors.update(r["errors"])
+    out["errors"] = dict(errors)
     return out
 
 
