@@ -126,13 +126,21 @@ def up(host: str, port: int, workers: int, api_workers: int, state_dir: Path, ap
 
 
 class _terminate_as_interrupt:
-    """Treat SIGTERM like Ctrl-C inside the block, so `finally` clean-ups run."""
+    """Treat SIGTERM like Ctrl-C inside the block, so `finally` clean-ups run.
+
+    A shell starts background jobs with SIGINT ignored, and children inherit that; handling
+    SIGINT here gives the children the default back, so SIGINT can stop the pipeline.
+    """
 
     def __enter__(self) -> None:
         self.previous = signal.signal(signal.SIGTERM, self._raise)
+        self.previous_int = signal.getsignal(signal.SIGINT)
+        if self.previous_int is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def __exit__(self, *exc: object) -> None:
         signal.signal(signal.SIGTERM, self.previous)
+        signal.signal(signal.SIGINT, self.previous_int)
 
     @staticmethod
     def _raise(signum: int, frame: FrameType | None) -> None:

@@ -71,8 +71,8 @@ def run_up(options: UpOptions, console: Console) -> bool:
     finally:
         for child, sig in ((api, signal.SIGTERM), (pipeline, signal.SIGINT)):
             if child is not None:
-                code = child.stop(sig, timeout=30)
-                console.print(f"[green]✓[/] {child.name} stopped (exit code {code})")
+                child.stop(sig, timeout=30)
+                console.print(f"[green]✓[/] {child.name} stopped")
         if server is not None:
             server.stop()
             console.print(f"[green]✓[/] redis-server stopped (data kept in {server.directory})")
