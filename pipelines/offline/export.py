@@ -17,6 +17,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from features.durations import iso, to_us
 from features.errors import StorageError, ValidationError
 from features.model import Definitions
@@ -31,6 +33,16 @@ from pipelines.offline.spine import (
 )
 
 Progress = Callable[[float], None]
+
+
+UTC_US = pa.timestamp("us", tz="UTC")
+_ARROW: dict[str, Any] = {
+    "string": pa.string(),
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "bool": pa.bool_(),
+    "timestamp": UTC_US,
+}
 
 
 @dataclass(frozen=True)
@@ -148,10 +160,6 @@ def _key_value(value: Any, dtype: str) -> Any:
 
 def rows_table(query: PointInTimeQuery, rows: Sequence[Mapping[str, Any]]) -> Any:
     """The request rows as an Arrow spine: typed join keys and a UTC `timestamp` column."""
-    import pyarrow as pa
-
-    from pipelines.sinks.parquet_log import ARROW_TYPES
-
     dtypes: dict[str, str] = {}
     for group in query.groups:
         for key in group.join_keys:
@@ -180,10 +188,10 @@ def rows_table(query: PointInTimeQuery, rows: Sequence[Mapping[str, Any]]) -> An
         )
         raise ValidationError(msg, details=problems)
     arrays = {
-        k: pa.array([_key_value(r.get(k), t) for r in rows], type=ARROW_TYPES[t])
+        k: pa.array([_key_value(r.get(k), t) for r in rows], type=_ARROW[t])
         for k, t in dtypes.items()
     }
-    arrays[TIMESTAMP] = pa.array(times, type=pa.timestamp("us", tz="UTC"))
+    arrays[TIMESTAMP] = pa.array(times, type=UTC_US)
     return pa.table(arrays)
 
 
@@ -215,7 +223,7 @@ def historical_values(
         columns = prepare_spine(con, where, required_keys(defs, query.groups))
         _, t_min, t_max = _bounds(con)
         outs = query.outputs
-        result = con.execute(query.sql(t_min, t_max, list(columns))).fetch_arrow_table()
+        result = con.sql(query.sql(t_min, t_max, list(columns))).to_arrow_table()
     finally:
         con.close()
     data = result.select(outs).to_pydict()

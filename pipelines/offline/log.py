@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from features.model import Source
-from pipelines.sinks.parquet_log import log_dir
 
 DUCK_TYPES: dict[str, str] = {
     "string": "VARCHAR",
@@ -68,7 +67,7 @@ class LogScan:
 
     def partitions(self, ts_from: int | None = None, ts_to: int | None = None) -> list[Path]:
         """The `date=` directories that may hold events in `[ts_from, ts_to]`, oldest first."""
-        base = log_dir(self.root, self.source.name)
+        base = Path(self.root) / self.source.name  # docs/storage.md; no Bytewax import here
         if not base.is_dir():
             return []
         low = day_name(ts_from) if ts_from is not None else ""

@@ -81,6 +81,12 @@ def load_spine_arrow(con: Any, table: Any, where: str = "request rows") -> str:
     return where
 
 
+def _first(con: Any, sql: str) -> tuple[Any, ...] | None:
+    """The first row of a query, or None (fully fetched: DuckDB wants results finished)."""
+    rows = con.execute(sql).fetchall()
+    return tuple(rows[0]) if rows else None
+
+
 def _columns(con: Any, select: str) -> dict[str, str]:
     """Column name → DuckDB type of a query, without running it."""
     rows = con.execute(f"DESCRIBE {select}").fetchall()
@@ -134,14 +140,15 @@ def _time_expr(dtype: str, where: str) -> str:
 def _check_times(con: Any, dtype: str, where: str) -> None:
     """Fail on the first row whose timestamp is null or not a time."""
     col = ident(TIMESTAMP)
-    null = con.execute(f"SELECT rowid FROM {_RAW} WHERE {col} IS NULL LIMIT 1").fetchone()
+    null = _first(con, f"SELECT rowid FROM {_RAW} WHERE {col} IS NULL LIMIT 1")
     if null is not None:
         msg = f"{where}: row {int(null[0]) + 1} has no timestamp"
         raise SpineError(msg)
     if dtype in _STRING_TYPES:
-        bad = con.execute(
-            f"SELECT rowid, {col} FROM {_RAW} WHERE TRY_CAST({col} AS TIMESTAMPTZ) IS NULL LIMIT 1"
-        ).fetchone()
+        bad = _first(
+            con,
+            f"SELECT rowid, {col} FROM {_RAW} WHERE TRY_CAST({col} AS TIMESTAMPTZ) IS NULL LIMIT 1",
+        )
         if bad is not None:
             msg = (
                 f"{where}: row {int(bad[0]) + 1} has timestamp {bad[1]!r}, which is not an"
@@ -152,7 +159,7 @@ def _check_times(con: Any, dtype: str, where: str) -> None:
 
 def spine_range(con: Any) -> tuple[int, int, int] | None:
     """`(rows, earliest, latest)` time of the spine in µs, or None when it is empty."""
-    row = con.execute(f"SELECT count(*), min({TIME}), max({TIME}) FROM {SPINE}").fetchone()
+    row = _first(con, f"SELECT count(*), min({TIME}), max({TIME}) FROM {SPINE}")
     if row is None or not row[0]:
         return None
     return int(row[0]), int(row[1]), int(row[2])
