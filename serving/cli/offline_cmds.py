@@ -26,11 +26,12 @@ def _definitions(settings: Any, client: Any) -> Any:
     """The applied registry, else the definitions directory (with a warning), as the pipeline."""
     import redis
 
+    from features.errors import StorageError
     from pipelines.run import current_definitions
 
     try:
         return current_definitions(settings, client)[0]
-    except (redis.RedisError, OSError) as exc:
+    except (StorageError, redis.RedisError, OSError) as exc:
         from features.loader import load_definitions
 
         click.echo(
