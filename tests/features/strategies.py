@@ -86,9 +86,12 @@ def event_ids(draw: st.DrawFn, count: int) -> list[Any]:
     if draw(st.booleans()):
         ints = st.integers(-(2**40), 2**40)
         return draw(st.lists(ints, min_size=count, max_size=count, unique=True))
-    # Short digit-heavy strings: "10" < "9", so string order differs from numeric order.
-    text = st.text(alphabet="0129ab", min_size=0, max_size=4)
-    return draw(st.lists(text, min_size=count, max_size=count, unique=True))
+    # Digit strings compare as strings ("10" < "9"), unlike the numbers they spell.
+    prefix = draw(st.sampled_from(["", "e", "E-"]))
+    ints = st.integers(0, 10**5)
+    return [
+        f"{prefix}{i}" for i in draw(st.lists(ints, min_size=count, max_size=count, unique=True))
+    ]
 
 
 _FLOATS = st.floats(-1e4, 1e4, allow_nan=False, allow_infinity=False)
@@ -118,11 +121,16 @@ def event_sets(
 
 @st.composite
 def query_times(
-    draw: st.DrawFn, scenario: Scenario, events: Sequence[Event], floor: int
+    draw: st.DrawFn,
+    scenario: Scenario,
+    events: Sequence[Event],
+    floor: int,
+    focus: Sequence[int] = (),
 ) -> list[int]:
     """Up to ~25 query times `>= floor`, mostly on the window edges the events create.
 
     Only `T >= floor` (the state's `folded_until`) is exact by design (see features.tiles).
+    `focus` times (e.g. just before pending events) are always candidates too.
     """
     edges = {floor, floor + 1}
     for e in events:
@@ -132,13 +140,22 @@ def query_times(
             edges.update((edge - 1, edge, edge + 1))
     candidates = sorted(t for t in edges if t >= floor)
     picked = draw(st.lists(st.sampled_from(candidates), max_size=20, unique=True))
+    focused = [t for t in focus if t >= floor]
+    if focused:
+        picked += draw(st.lists(st.sampled_from(focused), max_size=4))
     beyond = draw(st.lists(st.integers(floor, floor + 2 * scenario.span), max_size=3))
     return sorted({floor, *picked, *beyond})
 
 
 @st.composite
 def clocks(draw: st.DrawFn, scenario: Scenario, events: Sequence[Event]) -> list[int]:
-    """The writer's clock as each event arrives: before its time (pending) or after it."""
+    """The writer's clock as each event arrives: before its time (pending) or after it.
+
+    Either one clock for all events (a writer at wall-clock time: events after it wait)
+    or a clock drawn near each event (some before it, some after it).
+    """
+    if draw(st.booleans()):
+        return [draw(times(scenario))] * len(events)
     near = st.sampled_from((-1, 0, 1))
     offset = st.one_of(near, st.integers(-scenario.span, scenario.span))
     offsets = draw(st.lists(offset, min_size=len(events), max_size=len(events)))

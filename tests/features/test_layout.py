@@ -32,7 +32,7 @@ from features.layout import (
 )
 from features.tiles import MIN_TS, EntityTiles, TileKey, ViewTiler
 from tests.features.strategies import clocks, event_sets, query_times, scenarios
-from tests.features.test_semantics import apply_events, check_values
+from tests.features.test_semantics import apply_events, before_pending, check_values
 
 WITH_REDIS = settings(
     max_examples=100,
@@ -83,7 +83,10 @@ def test_tiles_round_trip_through_redis(redis_client: redis.Redis, data: st.Data
     assert decoded_text is not None
     same_state(decoded_text, state)
     check_values(
-        tiler, decoded, events, data.draw(query_times(scenario, events, state.folded_until))
+        tiler,
+        decoded,
+        events,
+        data.draw(query_times(scenario, events, state.folded_until, before_pending(state))),
     )
 
 

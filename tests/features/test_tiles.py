@@ -26,9 +26,9 @@ from features.tiles import (
 from tests.features import bruteforce
 from tests.features.bruteforce import feature_value
 from tests.features.strategies import clocks, event_sets, query_times, scenarios
-from tests.features.test_semantics import apply_events, check_values
+from tests.features.test_semantics import apply_events, before_pending, check_values
 
-PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SIZES = st.one_of(st.integers(1, 1000), st.sampled_from(GRANULARITY_LADDER))
 TIMES = st.one_of(st.integers(-(2**60), 2**60), st.integers(-5000, 5000))
 
@@ -104,7 +104,12 @@ def test_fold_pending_never_changes_a_value(data: st.DataObject) -> None:
     assert state.folded_until >= floor_before
     if len(state.pending) == pending_before:
         assert changed == set()
-    check_values(tiler, state, events, data.draw(query_times(scenario, events, state.folded_until)))
+    check_values(
+        tiler,
+        state,
+        events,
+        data.draw(query_times(scenario, events, state.folded_until, before_pending(state))),
+    )
 
 
 @PROPERTY
@@ -113,7 +118,10 @@ def test_prune_never_changes_a_value_at_or_after_now(data: st.DataObject) -> Non
     scenario = data.draw(scenarios())
     events = data.draw(event_sets(scenario, min_size=1))
     tiler, state = apply_events(data, scenario, events)
-    now = data.draw(st.integers(-2 * scenario.span, 3 * scenario.span))
+    # Clocks at which a tile is exactly at, or one µs either side of, the pruning horizon.
+    edges = [s + tiler.horizon[g] + d for g, s in state.tiles for d in (-1, 0, 1)]
+    anywhere = st.integers(-2 * scenario.span, 3 * scenario.span)
+    now = data.draw(st.one_of(anywhere, st.sampled_from(edges)) if edges else anywhere)
     tiles_before = dict(state.tiles)
     dropped = tiler.prune(state, now)
     assert dropped.isdisjoint(state.tiles)
@@ -121,7 +129,9 @@ def test_prune_never_changes_a_value_at_or_after_now(data: st.DataObject) -> Non
     for g, start in dropped:
         assert start < now - tiler.horizon[g]
     floor = max(now, state.folded_until)
-    check_values(tiler, state, events, data.draw(query_times(scenario, events, floor)))
+    check_values(
+        tiler, state, events, data.draw(query_times(scenario, events, floor, before_pending(state)))
+    )
 
 
 @PROPERTY
@@ -145,7 +155,9 @@ def test_a_writer_interleaving_apply_fold_and_prune_matches_brute_force(
             tiler.prune(state, now)
             pruned_at = now
     floor = state.folded_until if pruned_at is None else max(pruned_at, state.folded_until)
-    check_values(tiler, state, events, data.draw(query_times(scenario, events, floor)))
+    check_values(
+        tiler, state, events, data.draw(query_times(scenario, events, floor, before_pending(state)))
+    )
 
 
 def test_tiles_of_a_removed_granularity_are_pruned() -> None:
