@@ -31,8 +31,15 @@ from features.layout import (
     view_key,
 )
 from features.tiles import MIN_TS, EntityTiles, TileKey, ViewTiler
-from tests.features.strategies import clocks, event_sets, query_times, scenarios
-from tests.features.test_semantics import apply_events, before_pending, check_values
+from tests.features.strategies import (
+    apply_events,
+    before_pending,
+    check_values,
+    clocks,
+    event_sets,
+    query_times,
+    scenarios,
+)
 
 WITH_REDIS = settings(
     max_examples=100,

@@ -20,6 +20,9 @@ from features.tiles import EntityTiles, ViewTiler
 from tests.features.bruteforce import Event, feature_value, judge_all, same_value
 from tests.features.strategies import (
     Scenario,
+    apply_events,
+    before_pending,
+    check_values,
     clocks,
     event_sets,
     query_times,
@@ -28,39 +31,6 @@ from tests.features.strategies import (
 
 PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LIGHTER = settings(PROPERTY, max_examples=100)
-
-
-def apply_events(
-    data: st.DataObject, scenario: Scenario, events: list[Event]
-) -> tuple[ViewTiler, EntityTiles]:
-    """Apply `events` in their order to a fresh state, each with a drawn writer clock."""
-    tiler = ViewTiler(scenario.view)
-    state = EntityTiles()
-    for e, now in zip(events, data.draw(clocks(scenario, events)), strict=True):
-        changed = tiler.apply(state, e.ts, e.eid, e.row, now=now)
-        assert all(start <= e.ts < start + g for g, start in changed)
-    return tiler, state
-
-
-def before_pending(*states: EntityTiles) -> list[int]:
-    """Query times just before each pending event: where a leak of future events would show."""
-    return [r[0] - 1 for state in states for r in state.pending]
-
-
-def check_values(
-    tiler: ViewTiler, state: EntityTiles, events: list[Event], as_of: list[int]
-) -> int:
-    """Assert every feature at every query time equals the brute force; returns the count."""
-    checked = 0
-    for t in as_of:
-        actual = tiler.evaluate(state, t)
-        for f in tiler.view.features:
-            expected = feature_value(f.function, events, t, f.window, f.granularity, f.column, f.n)
-            assert same_value(actual[f.name], expected), (
-                f"{f} as of {t}: tiles {actual[f.name]!r} != brute force {expected!r}"
-            )
-            checked += 1
-    return checked
 
 
 @PROPERTY

@@ -25,8 +25,15 @@ from features.tiles import (
 )
 from tests.features import bruteforce
 from tests.features.bruteforce import feature_value
-from tests.features.strategies import clocks, event_sets, query_times, scenarios
-from tests.features.test_semantics import apply_events, before_pending, check_values
+from tests.features.strategies import (
+    apply_events,
+    before_pending,
+    check_values,
+    clocks,
+    event_sets,
+    query_times,
+    scenarios,
+)
 
 PROPERTY = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SIZES = st.one_of(st.integers(1, 1000), st.sampled_from(GRANULARITY_LADDER))
