@@ -9,13 +9,16 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -96,16 +99,20 @@ def vector_table(entity: str, answer: Mapping[str, Any]) -> Table:
 
 
 def show(value: Any) -> str:
-    """A compact cell: floats to 4 significant digits, lists inline, null as a dash."""
+    """A compact, markup-safe cell: floats to 4 digits, times to the second, null as a dash."""
     if value is None:
         return "[dim]—[/]"
+    if isinstance(value, bool):
+        return str(value)
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:,.0f}" if abs(value) >= 10_000 else f"{value:.4g}"
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
     if isinstance(value, list):
         return "[" + ", ".join(show(v) for v in value) + "]"
     if isinstance(value, str) and ISO_TIME.fullmatch(value):
         return value[:19].replace("T", " ") + "Z"  # to the second: narrower tables
-    return str(value)
+    return escape(str(value))
 
 
 def status_table(report: Mapping[str, Any], events: Mapping[str, SourceEvents]) -> Table:
@@ -172,16 +179,39 @@ def write_spine(
     return path, [f"{v}:*" for v in views]
 
 
-def export_preview(path: Path, rows: int = 5) -> Table:
-    """The first rows and a few columns of the training export, with its shape."""
+def export_preview(path: Path, rows: int = 5, features: int = 5) -> Table:
+    """The last rows (the most history behind them) of the training export, with its shape.
+
+    Besides the spine columns it shows, per view, the numeric feature with the most non-zero
+    values (up to `features` views).
+    """
     table = pq.read_table(path)
-    shown = table.column_names[: min(len(table.column_names), 8)]
+    spine = [n for n in table.column_names if ":" not in n]
+    numeric = [
+        name
+        for name in table.column_names
+        if ":" in name
+        and (
+            pa.types.is_integer(table.schema.field(name).type)
+            or pa.types.is_floating(table.schema.field(name).type)
+        )
+    ]
+    nonzero = {n: pc.sum(pc.not_equal(table[n], 0)).as_py() or 0 for n in numeric}
+    best: dict[str, str] = {}  # per view, its busiest numeric feature
+    for name in sorted(numeric, key=lambda n: -nonzero[n]):
+        best.setdefault(name.split(":")[0], name)
+    picked = set(sorted(best.values(), key=lambda n: -nonzero[n])[:features])
+    shown = spine + [n for n in numeric if n in picked]
     preview = Table(
         title=f"training export {path} ({table.num_rows:,} rows × {table.num_columns} columns)",
         title_justify="left",
     )
     for name in shown:
-        preview.add_column(name, justify="left" if name in ("user_id", "timestamp") else "right")
-    for record in table.slice(0, rows).select(shown).to_pylist():
+        if name in spine:
+            preview.add_column(name, no_wrap=True)
+        else:
+            preview.add_column(name.replace(":", ":\n"), justify="right")
+    last = table.slice(max(0, table.num_rows - rows)).select(shown)
+    for record in last.to_pylist():
         preview.add_row(*(show(record[name]) for name in shown))
     return preview
