@@ -28,7 +28,7 @@ from serving.deps import ServerState, follow_registry
 from serving.errors import install_error_handlers
 from serving.middleware import RequestContextMiddleware
 from serving.responses import JsonBytes
-from serving.routes import catalog, events, features, health, status
+from serving.routes import catalog, events, features, health, historical, status
 from serving.settings import Settings, get_settings
 
 log = logging.getLogger("rillet.serving")
@@ -132,16 +132,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     routers: list[tuple[Any, str | None]] = [  # the hot path first: routes match in order
         (features.router, "read"),
         (health.router, None),
+        (historical.router, "read"),
         (events.router, "write"),
         (catalog.router, "read"),
         (status.router, "read"),
     ]
-    try:  # TODO(H5): import unconditionally once serving/routes/historical.py lands
-        from serving.routes import historical
-    except ImportError:
-        log.warning("serving.routes.historical missing; POST /v1/features/historical disabled")
-    else:
-        routers.insert(2, (historical.router, "read"))
     for router, scope in routers:
         # Auth costs two dependencies per request: attach them only when keys are configured
         # (the OpenAPI document then shows the bearer scheme exactly when it is required).

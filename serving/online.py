@@ -61,11 +61,12 @@ def _join_values(served: ServedView, entity: Mapping[str, Any]) -> list[Any] | N
     return values
 
 
-async def fetch(redis: Redis, keys: Sequence[str]) -> list[dict[bytes, bytes]]:
-    """`HGETALL` of every key in one pipelined round trip."""
+async def fetch(redis: Redis, keys: Sequence[str]) -> list[Mapping[Any, Any]]:
+    """`HGETALL` of every key in one round trip (pipelined when there are several)."""
     started = time.perf_counter()
+    replies: list[Mapping[Any, Any]]
     if len(keys) == 1:  # a pipeline of one costs a third more client time than the command
-        replies: list[dict[bytes, bytes]] = [await redis.hgetall(keys[0])]
+        replies = [await redis.hgetall(keys[0])]
     else:
         async with redis.pipeline(transaction=False) as pipe:
             for key in keys:
@@ -78,7 +79,7 @@ async def fetch(redis: Redis, keys: Sequence[str]) -> list[dict[bytes, bytes]]:
 def evaluate(
     plan: ReadPlan,
     entities: Sequence[Mapping[str, Any]],
-    replies: Sequence[Mapping[bytes, bytes]],
+    replies: Sequence[Mapping[Any, Any]],
     as_of: int,
 ) -> list[dict[str, Any]]:
     """One result per entity: values keyed `view:feature`, and the newest event time used."""

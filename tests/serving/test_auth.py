@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import httpx
 import pytest
 
 from features.model import Definitions
@@ -57,6 +58,9 @@ def test_missing_and_unknown_keys_are_401(secured: Api) -> None:
 
 
 def test_scopes(secured: Api) -> None:
+    def post(path: str, body: object, key: str) -> httpx.Response:
+        return secured.http.post(path, json=body, headers=bearer(key))
+
     for path in (
         "/v1/feature-views",
         "/v1/feature-views/user_txn",
@@ -66,28 +70,18 @@ def test_scopes(secured: Api) -> None:
         assert secured.http.get(path, headers=bearer("r-key")).status_code == 200, path
         assert secured.http.get(path, headers=bearer("a-key")).status_code == 200, path
         assert_error(secured.http.get(path, headers=bearer("w-key")), 403, "forbidden")
-    assert (
-        secured.http.post("/v1/features/online", json=ONLINE, headers=bearer("r-key")).status_code
-        == 200
-    )
-    error = assert_error(
-        secured.http.post("/v1/events/transactions", json=EVENT, headers=bearer("r-key")),
-        403,
-        "forbidden",
-    )
+    assert post("/v1/features/online", ONLINE, "r-key").status_code == 200
+    assert_error(post("/v1/features/online", ONLINE, "w-key"), 403, "forbidden")
+    historical = {
+        "features": ["user_txn:txn_count_1h"],
+        "rows": [{"user_id": "u1", "timestamp": 0}],
+    }
+    assert post("/v1/features/historical", historical, "r-key").status_code == 200
+    assert_error(post("/v1/features/historical", historical, "w-key"), 403, "forbidden")
+    error = assert_error(post("/v1/events/transactions", EVENT, "r-key"), 403, "forbidden")
     assert "'write'" in error["message"]
-    assert (
-        secured.http.post(
-            "/v1/events/transactions", json=EVENT, headers=bearer("w-key")
-        ).status_code
-        == 202
-    )
-    assert (
-        secured.http.post(
-            "/v1/events/transactions", json=EVENT, headers=bearer("a-key")
-        ).status_code
-        == 202
-    )
+    assert post("/v1/events/transactions", EVENT, "w-key").status_code == 202
+    assert post("/v1/events/transactions", EVENT, "a-key").status_code == 202
 
 
 def test_health_and_metrics_stay_open(secured: Api) -> None:

@@ -52,6 +52,7 @@ def test_openapi_conformance(api: Api, applied: Definitions, redis_client: redis
     assert {
         "POST /v1/features/online",
         "GET /v1/features/online/{view}",
+        "POST /v1/features/historical",
         "POST /v1/events/{source}",
         "GET /v1/feature-views",
         "GET /v1/feature-views/{name}",
@@ -92,6 +93,15 @@ def test_openapi_conformance(api: Api, applied: Definitions, redis_client: redis
                         "ts": "2026-01-01T00:00:00Z",
                     }
                 ],
+            },
+        ),
+        (
+            "POST /v1/features/historical",
+            {
+                "body": {
+                    "features": ["user_txn:txn_count_1h"],
+                    "rows": [{"user_id": "u1", "timestamp": "2026-01-01T00:00:00Z"}],
+                }
             },
         ),
         ("GET /v1/feature-views", {}),
