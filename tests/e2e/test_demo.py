@@ -50,7 +50,7 @@ def test_demo_runs_end_to_end_against_a_configured_redis(redis_url: str, tmp_pat
     assert "Feature vectors" in output
     for ref in ("user_txn:txn_count_1h", "user_item_engagement:view_count_7d", "item_popularity"):
         assert ref in output, ref
-    counts = re.search(r"user_txn:txn_count_24h\s+(\d+)", output)
+    counts = re.search(r"user_txn:txn_count_24h[\s│|]+(\d+)", output)
     assert counts and int(counts.group(1)) > 0, "the busiest user has transactions in 24 h"
     # Status, checked against the generator's own labels.
     assert "match the generator's labels" in output, output[-4000:]
