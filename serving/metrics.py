@@ -8,6 +8,7 @@ series count stays bounded. With several uvicorn workers `rillet serve` points
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -49,6 +50,18 @@ EVENTS_REJECTED = Counter(
     "Events refused by the push API's validation, by source.",
     ("source",),
 )
+
+
+_REQUEST_CHILDREN: dict[tuple[str, str, int], Any] = {}
+
+
+def request_seconds(method: str, route: str, status: int) -> Any:
+    """The latency histogram of one (method, route template, status), looked up once."""
+    key = (method, route, status)
+    child = _REQUEST_CHILDREN.get(key)
+    if child is None:
+        child = _REQUEST_CHILDREN[key] = REQUEST_SECONDS.labels(method, route, str(status))
+    return child
 
 
 def render() -> tuple[bytes, str]:

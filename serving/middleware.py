@@ -79,7 +79,7 @@ class RequestContextMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             method = scope["method"]
-            metrics.REQUEST_SECONDS.labels(method, template, state["status"]).observe(elapsed)
+            metrics.request_seconds(method, template, state["status"]).observe(elapsed)
             if self.access_log:
                 access_log.info(
                     "%s %s %s",
