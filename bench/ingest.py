@@ -253,7 +253,14 @@ def child(mode: str, until_idle: bool) -> None:
         op.output("discard", op.input("read", flow, source), DiscardSink())
         cli_main(flow, workers_per_process=settings.workers)
     else:
-        run_pipeline(settings, plans, until_idle=until_idle)
+        addresses = os.environ.get("BENCH_ADDRESSES")
+        run_pipeline(
+            settings,
+            plans,
+            until_idle=until_idle,
+            addresses=addresses.split(";") if addresses else (),
+            process_id=int(os.environ.get("BENCH_PROCESS", "0")),
+        )
     out = {
         "seconds": time.perf_counter() - t0,
         "cpu": time.process_time() - c0,
@@ -262,16 +269,35 @@ def child(mode: str, until_idle: bool) -> None:
     print(orjson.dumps(out).decode(), flush=True)
 
 
-def run_child(env: dict[str, str], mode: str) -> dict[str, float]:
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", mode],
-        env={**os.environ, **env},
-        capture_output=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        sys.exit(f"child {mode} failed:\n{proc.stderr.decode()[-3000:]}")
-    return orjson.loads(proc.stdout.decode().strip().splitlines()[-1])
+def run_child(env: dict[str, str], mode: str, processes: int = 1) -> dict[str, float]:
+    """Run the flow in `processes` child processes (a local cluster); their figures.
+
+    With several processes, each measures from its own start; the cluster only runs once
+    all have joined, so the shortest time is the cluster's and the RSS is the sum.
+    """
+    addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
+    procs = []
+    for i in range(processes):
+        extra = {"BENCH_ADDRESSES": addresses, "BENCH_PROCESS": str(i)} if processes > 1 else {}
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, __file__, "--child", mode],
+                env={**os.environ, **env, **extra},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        )
+    results = []
+    for proc in procs:
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            sys.exit(f"child {mode} failed:\n{err.decode()[-3000:]}")
+        results.append(orjson.loads(out.decode().strip().splitlines()[-1]))
+    return {
+        "seconds": min(r["seconds"] for r in results),
+        "cpu": sum(r["cpu"] for r in results),
+        "maxrss_mib": sum(r["maxrss_mib"] for r in results),
+    }
 
 
 # --------------------------------------------------------------------------- sections
@@ -284,44 +310,45 @@ def throughput(redis_url: str, work: Path, events: int, keys: int, runs: int) ->
     data = generate(events, keys)
     append(client, project, data)
     del data
-    print(f"  {sum(client.xlen(layout.stream_key(project, 'events', p)) for p in range(PARTITIONS)):,}"
-          " entries in the streams\n")  # fmt: skip
+    entries = sum(client.xlen(layout.stream_key(project, "events", p)) for p in range(PARTITIONS))
+    print(f"  {entries:,} entries in the streams\n")
     results: dict[str, list[dict[str, float]]] = {}
-    plan = [("bare", 1), ("pipeline", 1), ("pipeline", 2)]
+    plan = [("bare", 1, 1), ("pipeline", 1, 1), ("pipeline", 2, 1), ("pipeline", 1, 2)]
     for round_ in range(runs):
-        for mode, workers in plan:
+        for mode, workers, processes in plan:
             clear_outputs(client, project)
-            run_dir = work / f"{mode}-{workers}-{round_}"
+            run_dir = work / f"{mode}-{workers}-{processes}-{round_}"
             env = settings_env(redis_url, project, run_dir, workers)
-            result = run_child(env, "bare" if mode == "bare" else "pipeline-idle")
+            label = f"{mode} {workers}w" + (f" x {processes} processes" if processes > 1 else "")
+            result = run_child(env, "bare" if mode == "bare" else "pipeline-idle", processes)
             if mode == "pipeline":
                 applied = int(
                     client.hget(layout.source_stats_key(project, "events"), "applied") or 0
                 )
                 if applied != events:
                     sys.exit(f"pipeline applied {applied} of {events} events")
-            results.setdefault(f"{mode} x{workers}", []).append(result)
+            results.setdefault(label, []).append(result)
             shutil.rmtree(run_dir, ignore_errors=True)
-            print(f"  {mode:8s} {workers} worker(s): {events / result['seconds']:>10,.0f} events/s"
+            print(f"  {label:26s} {events / result['seconds']:>10,.0f} events/s"
                   f"  ({result['seconds']:.1f} s wall, {result['cpu']:.1f} s CPU,"
                   f" peak RSS {result['maxrss_mib']:,.0f} MiB)", flush=True)  # fmt: skip
     print("\nend-to-end throughput (median of runs):")
-    bare = statistics.median(events / r["seconds"] for r in results["bare x1"])
+    bare = statistics.median(events / r["seconds"] for r in results["bare 1w"])
     for name, rs in results.items():
         rate = statistics.median(events / r["seconds"] for r in rs)
         cpu_rate = statistics.median(events / r["cpu"] for r in rs)
-        print(f"  {name:12s} {rate:>10,.0f} events/s ({rate / bare:5.1%} of the bare read)"
+        print(f"  {name:26s} {rate:>10,.0f} events/s ({rate / bare:5.1%} of the bare read)"
               f"   {cpu_rate:>10,.0f} events per CPU-second")  # fmt: skip
-    rss = statistics.median(r["maxrss_mib"] for r in results["pipeline x1"])
+    rss = statistics.median(r["maxrss_mib"] for r in results["pipeline 1w"])
     print(f"\npeak RSS, 1 worker, {keys:,} keys x 3 views: {rss:,.0f} MiB\n")
-    return statistics.median(events / r["seconds"] for r in results["pipeline x1"])
+    return statistics.median(events / r["seconds"] for r in results["pipeline 1w"])
 
 
-def freshness(redis_url: str, work: Path, rate: int, seconds: float) -> None:
+def freshness(redis_url: str, work: Path, rate: int, seconds: float, workers: int) -> None:
     """Steady `rate` events/s; probe events on fresh entities; time until their key appears."""
     client = redis.Redis.from_url(redis_url)
-    project = "fresh"
-    env = settings_env(redis_url, project, work / "fresh", 1)
+    project = f"fresh{rate}w{workers}"
+    env = settings_env(redis_url, project, work / project, workers)
     proc = subprocess.Popen(
         [sys.executable, __file__, "--child", "pipeline-tail"],
         env={**os.environ, **env},
@@ -399,8 +426,8 @@ def freshness(redis_url: str, work: Path, rate: int, seconds: float) -> None:
         sys.exit("no probe became visible")
     p50 = lat[len(lat) // 2]
     p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
-    print(f"freshness at a steady {sent / sent_for:,.0f} events/s for {seconds:.0f} s "
-          f"({len(lat)} of {len(appended)} probes seen):")  # fmt: skip
+    print(f"freshness, {workers} worker(s), at a steady {sent / sent_for:,.0f} events/s for"
+          f" {seconds:.0f} s ({len(lat)} of {len(appended)} probes seen):")  # fmt: skip
     print(f"  p50 {p50 * 1000:,.0f} ms   p99 {p99 * 1000:,.0f} ms   max {lat[-1] * 1000:,.0f} ms\n")
 
 
@@ -409,7 +436,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=1, help="rounds of the throughput runs")
-    parser.add_argument("--rate", type=int, default=5000)
+    parser.add_argument("--rate", type=int, nargs="+", default=[5000])
+    parser.add_argument("--fresh-workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--redis-url", default=None)
     parser.add_argument("--skip-throughput", action="store_true")
@@ -429,7 +457,9 @@ def main() -> None:
         if not args.skip_throughput:
             throughput(url, work, args.events, args.keys, args.runs)
         if not args.skip_freshness:
-            freshness(url, work, args.rate, args.seconds)
+            for rate in args.rate:
+                for workers in args.fresh_workers:
+                    freshness(url, work, rate, args.seconds, workers)
         print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     finally:
         if server is not None:

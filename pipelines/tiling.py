@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from bytewax.operators import StatefulBatchLogic
+from hiredis import pack_command as _pack
 
 from features import layout
 from features.durations import US_PER_S, from_us, now_us
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 
 TILE_SHARDS = 16  # Bytewax state keys of this step (its state is small: safe to change)
 SWEEP_US = 300 * US_PER_S
+PRUNE_ABOVE = 8  # tiles per tile size an entity may hold before a write prunes it
 
 
 @dataclass(slots=True)
@@ -219,6 +221,7 @@ class TileShard(StatefulBatchLogic[TileInput, TileBatch, bytes]):
             route: ViewRoute = plan.views[name]
             cache, ttl, tiler = self.cache[name], route.view.ttl, route.tiler
             version = route.version
+            prune_above = PRUNE_ABOVE * len(route.view.granularities)
             new_ids = []
             for eid, (changed, previous_max_ts) in marks.items():
                 item = cache.pop(eid)
@@ -232,9 +235,18 @@ class TileShard(StatefulBatchLogic[TileInput, TileBatch, bytes]):
                         self.pending.pop((name, eid), None)
                 key = layout.view_key(project, name, eid)
                 if item.reset:
-                    out.packed.append(layout_delete(key))
+                    out.packed.append(_pack(("DEL", key)))
                     out.commands += 1
                     item.reset = False
+                if len(state.tiles) > prune_above:
+                    # Tiles no window can read any more: dropped here rather than at the
+                    # sweep, so a busy entity's memory stays bounded by its windows.
+                    dropped = tiler.prune(state, now)
+                    if dropped:
+                        changed -= dropped
+                        fields = [layout.tile_field(k) for k in dropped]
+                        out.packed.append(_pack(("HDEL", key, *fields)))
+                        out.commands += 1
                 data, n = pack_stream_write(
                     key, state, changed, item.keys, ttl, previous_max_ts, version, item.marks
                 )
@@ -325,13 +337,6 @@ class TileShard(StatefulBatchLogic[TileInput, TileBatch, bytes]):
 
     def snapshot(self) -> bytes:
         return pickle.dumps(self.pending, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def layout_delete(key: str) -> bytes:
-    """RESP of `DEL key` (a view whose definition changed starts over)."""
-    from hiredis import pack_command
-
-    return bytes(pack_command(("DEL", key)))
 
 
 def _cached(reply: Any, keys: tuple[Any, ...], route: ViewRoute) -> Cached:
