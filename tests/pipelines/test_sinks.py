@@ -161,3 +161,21 @@ def test_write_tiles_queues_absolute_values_readers_can_evaluate(redis_client: r
     assert tiler.evaluate(decoded, now)["amount_sum_1d"] == 12.0
     ttl_ms = redis_client.pexpiretime(layout.view_key(PROJECT, view.name, "u9"))
     assert ttl_ms == layout.expire_at_ms(now, view.ttl)
+
+
+def test_prometheus_exports_the_totals_redis_returned(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    from prometheus_client import REGISTRY, generate_latest
+
+    from pipelines.metrics import register_metrics
+
+    register_metrics()
+    part = StatsSink(redis_url, PROJECT).build("stats", 0, 1)
+    part.write_batch([Counts("metrics_src", 0, 40, 2), LagReport("metrics_src", "redis:0", 7, 2.0)])
+    part.write_batch([Counts("metrics_src", 0, 40, 2)])  # a replay: still 40, not 80
+    text = generate_latest(REGISTRY).decode()
+    assert 'rillet_pipeline_applied_total{source="metrics_src"} 40.0' in text
+    assert 'rillet_pipeline_duplicates_total{source="metrics_src"} 2.0' in text
+    assert 'rillet_pipeline_lag_messages{source="metrics_src"} 7.0' in text
+    part.close()
