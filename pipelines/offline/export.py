@@ -129,33 +129,43 @@ def export_training_set(
     return ExportResult(out, rows, query.outputs, time.perf_counter() - started)
 
 
+MIN_US, MAX_US = -62_135_596_800_000_000, 253_402_300_799_999_999  # years 1 through 9999
+INT64 = range(-(2**63), 2**63)
+
+
 def _key_value(value: Any, dtype: str) -> Any:
     """A join-key value coerced to its log dtype; None when it cannot name an entity."""
     if value is None or isinstance(value, dict | list):
         return None
     if dtype == "string":
         return value if isinstance(value, str) else None if isinstance(value, bool) else str(value)
-    if dtype == "int":
-        if isinstance(value, bool):
-            return None
-        if isinstance(value, float):
-            return int(value) if value.is_integer() else None
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            return None
     if dtype == "float":
-        return (
-            float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-        )
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return float(value) if ok else None
     if dtype == "bool":
         if isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"
         return value if isinstance(value, bool) else None
+    out: int | None = None
     try:
-        return to_us(value)
-    except (TypeError, ValueError):
+        if dtype == "timestamp":
+            out = _time_us(value)
+        elif isinstance(value, float):
+            out = int(value) if value.is_integer() else None
+        elif not isinstance(value, bool):
+            out = int(value)
+    except (TypeError, ValueError, OverflowError):
         return None
+    return out if out is not None and out in INT64 else None
+
+
+def _time_us(value: Any) -> int:
+    """A row timestamp in µs (ISO-8601 or epoch ms); ValueError if not one or out of range."""
+    us = to_us(value)
+    if not MIN_US <= us <= MAX_US:
+        msg = f"timestamp {value!r} is out of range"
+        raise ValueError(msg)
+    return us
 
 
 def rows_table(query: PointInTimeQuery, rows: Sequence[Mapping[str, Any]]) -> Any:
@@ -174,8 +184,8 @@ def rows_table(query: PointInTimeQuery, rows: Sequence[Mapping[str, Any]]) -> An
             reasons.append("missing 'timestamp'")
         else:
             try:
-                when = to_us(stamp)
-            except (TypeError, ValueError):
+                when = _time_us(stamp)
+            except (TypeError, ValueError, OverflowError):
                 reasons.append(f"timestamp {stamp!r} is not ISO-8601 or epoch milliseconds")
         if reasons:
             problems.append({"index": i, "reasons": reasons})
@@ -215,6 +225,8 @@ def historical_values(
     threads: int | None = 2,
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """The features (expanded) and, per row in order, `{view:feature: value}`."""
+    import duckdb
+
     query = PointInTimeQuery(defs, refs, root, mode)
     table = rows_table(query, rows)
     con = connect(memory_limit, threads)
@@ -224,6 +236,9 @@ def historical_values(
         _, t_min, t_max = _bounds(con)
         outs = query.outputs
         result = con.sql(query.sql(t_min, t_max, list(columns))).to_arrow_table()
+    except duckdb.Error as exc:
+        msg = f"reading the offline log under {root} failed: {str(exc).splitlines()[0]}"
+        raise StorageError(msg) from None
     finally:
         con.close()
     data = result.select(outs).to_pydict()
