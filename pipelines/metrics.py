@@ -73,14 +73,14 @@ class PipelineMetrics(Collector):
             secs.add_metric([source], s)
         yield msgs
         yield secs
-        family = GaugeMetricFamily(
+        views = GaugeMetricFamily(
             "rillet_view_freshness_seconds",
             "Newest event time applied to a view (Unix seconds).",
             labels=["view"],
         )
         for view, ts in sorted(fresh.items()):
-            family.add_metric([view], ts / 1e6)
-        yield family
+            views.add_metric([view], ts / 1e6)
+        yield views
 
 
 METRICS = PipelineMetrics()

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from bytewax.operators import StatefulBatchLogic
-from hiredis import pack_command as _pack
 
 from features import layout
 from features.durations import US_PER_S, from_us, now_us
@@ -33,6 +32,7 @@ from pipelines.decoding import shard_name
 from pipelines.plan import PlanSource, ViewRoute
 from pipelines.records import AcceptedBatch, Position, TileBatch, TileInput
 from pipelines.sinks.redis_bulk import fetch_raw
+from pipelines.sinks.redis_bulk import pack_one as _pack
 from pipelines.sinks.redis_tiles import TileWrite, pack_stream_write
 
 if TYPE_CHECKING:

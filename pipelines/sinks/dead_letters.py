@@ -170,9 +170,9 @@ def read_letters(
 ) -> list[StoredLetter]:
     """The oldest `limit` dead letters of a source (all when `limit` is None)."""
     key = layout.dead_letter_key(project, source)
-    entries = client.xrange(key, count=limit)
+    entries: Any = client.xrange(key, count=limit)
     out = []
-    for entry_id, fields in entries:  # type: ignore[union-attr]
+    for entry_id, fields in entries:
         f = {_text(k): _text(v) for k, v in fields.items()}
         out.append(
             StoredLetter(
@@ -191,4 +191,4 @@ def delete_letters(client: redis.Redis, project: str, source: str, ids: Sequence
     """Remove dead letters by entry id (after a successful replay); returns how many."""
     if not ids:
         return 0
-    return int(client.xdel(layout.dead_letter_key(project, source), *ids))  # type: ignore[arg-type]
+    return int(client.xdel(layout.dead_letter_key(project, source), *ids))

@@ -75,7 +75,8 @@ class _KafkaPartition(StatefulSourcePartition[Any, Any]):
         return [LagReport(s, self.label, behind, seconds) for s in sources]
 
     def next_awake(self) -> datetime | None:
-        return self.inner.next_awake()
+        awake: datetime | None = self.inner.next_awake()
+        return awake
 
     def snapshot(self) -> Any:
         return self.inner.snapshot()

@@ -123,7 +123,7 @@ class _StreamPartition(StatefulSourcePartition[Any, State]):
             topic = streams[key]
             messages, seconds = 0, 0.0
             if isinstance(info, dict):
-                added = int(info.get("entries-added", info.get("length", 0)))
+                added = int(info.get("entries-added") or info.get("length") or 0)
                 last_generated = info.get("last-generated-id")
                 last_generated = (
                     last_generated.decode() if isinstance(last_generated, bytes) else last_generated
