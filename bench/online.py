@@ -331,6 +331,78 @@ def run_phase(spec: dict[str, Any], spec_dir: Path) -> dict[str, Any]:
     return orjson.loads(out.stdout.splitlines()[-1])
 
 
+# ---------------------------------------------------------------- CPU per request
+
+
+def cpu_per_request(redis_url: str, users: list[str], rounds: int) -> dict[str, float]:
+    """Median CPU µs per request, in process (no HTTP parsing): rillet vs the bare endpoint.
+
+    CPU time is far less disturbed than wall time by other processes on a shared machine,
+    so `1e6 / cpu` is a load-independent estimate of one worker's ceiling.
+    """
+    import uvloop
+
+    from serving.app import create_app
+    from serving.settings import Settings
+
+    os.environ["RILLET_REDIS_URL"] = redis_url
+    bare = bare_app()
+    settings = Settings(redis_url=redis_url, project=PROJECT, log_level="WARNING", access_log=False)
+    app = create_app(settings)
+    rng = random.Random(5)
+
+    def scope(method: str, path: str, body: bytes) -> dict[str, Any]:
+        return {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
+            "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 2),
+            "headers": [(b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode())],
+        }  # fmt: skip
+
+    def online(size: int) -> bytes:
+        entities = [{"user_id": rng.choice(users)} for _ in range(size)]
+        return orjson.dumps({"features": [f"{VIEW}:*"], "entities": entities})
+
+    path = "/v1/features/online"
+    cases = {
+        "bare GET": (bare, "GET", "/bare", [b""], 2000),
+        "rillet 1-entity": (app, "POST", path, [online(1) for _ in range(50)], 2000),
+        "rillet 100-entity": (app, "POST", path, [online(100) for _ in range(5)], 100),
+    }
+
+    async def run(target: Any, method: str, path: str, bodies: list[bytes], count: int) -> float:
+        sent: list[Any] = []
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        began = time.process_time()
+        for i in range(count):
+            body = bodies[i % len(bodies)]
+
+            async def receive(body: bytes = body) -> dict[str, Any]:
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            await target(scope(method, path, body), receive, send)
+        spent = time.process_time() - began
+        assert sent[0]["status"] == 200, sent[:2]
+        return spent / count * 1e6
+
+    async def main() -> dict[str, float]:
+        samples: dict[str, list[float]] = {name: [] for name in cases}
+        async with app.router.lifespan_context(app):
+            for case in cases.values():  # warm up
+                await run(*case[:4], 50)
+            for _ in range(rounds):
+                for name, case in cases.items():
+                    samples[name].append(await run(*case))
+        return {name: round(statistics.median(v)) for name, v in samples.items()}
+
+    return uvloop.run(main())
+
+
 # ---------------------------------------------------------------- redis read strategy
 
 
@@ -389,6 +461,12 @@ def main() -> None:
             )
             strategies = compare_read_strategies(redis_url, users, 50 if args.quick else 300)
             print(f"redis read of 100 entities (median µs): {strategies}")
+            cpu = cpu_per_request(redis_url, users, 3 if args.quick else 7)
+            print(f"CPU µs per request, in process (median): {cpu}")
+            print(
+                "  -> one worker's CPU ceiling: "
+                + ", ".join(f"{name} {1e6 / us:,.0f} rps" for name, us in cpu.items())
+            )
             rounds = 1 if args.quick else 3
             report = run_all(redis_url, users, work, seconds, sat_seconds, rounds)
         print_report(report)
