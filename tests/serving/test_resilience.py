@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 import redis
 
+from features.logs import JsonFormatter
 from features.model import Definitions, FeatureView
 from features.registry import apply_registry
 from serving.settings import Settings
@@ -29,7 +32,11 @@ def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-def test_redis_down_is_503(tmp_path: Path, defs: Definitions) -> None:
+def test_redis_down_is_503(
+    tmp_path: Path, defs: Definitions, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.handler.setFormatter(JsonFormatter())  # formats at emit time, inside the request
+    caplog.set_level(logging.WARNING, logger="rillet.serving")
     server = start_redis(tmp_path / "redis-down")
     try:
         client = server.client()
@@ -70,11 +77,18 @@ def test_redis_down_is_503(tmp_path: Path, defs: Definitions) -> None:
                     ],
                 ),
             ]
-            for method, path, body in calls:
-                response = api.http.request(method, path, json=body)
+            for number, (method, path, body) in enumerate(calls):
+                cid = f"down-{number}"
+                response = api.http.request(
+                    method, path, json=body, headers={"X-Correlation-ID": cid}
+                )
                 error = assert_error(response, 503, response.json()["error"]["code"])
                 assert error["code"] in ("redis_unavailable", "not_ready"), (path, error)
-                assert response.headers["x-correlation-id"]
+                assert response.headers["x-correlation-id"] == cid
+            # The warning about each failed request carries its correlation id.
+            lines = [orjson.loads(line) for line in caplog.text.splitlines() if line[:1] == "{"]
+            logged = {line["correlation_id"] for line in lines if line["level"] == "warning"}
+            assert {f"down-{n}" for n in range(len(calls))} <= logged
             ready = api.http.get("/readyz")
             error = assert_error(ready, 503, "not_ready")
             assert any(d.startswith("redis:") for d in error["details"])
