@@ -193,7 +193,7 @@ class Backfill:
         source = self.defs.source(view.source)
         keys = self.defs.join_keys(view.name)
         columns = tuple(dict.fromkeys([*keys, *ViewTiler(view).columns]))
-        events = LogScan(self.root, source).sql(columns, ts_from=now - view.ttl)
+        events = LogScan(self.root, source).sql(columns, ts_from=now - view.ttl, con=con)
         schema = source.columns
         select = [
             f"epoch_us({ident(c)}) AS {ident(c)}" if schema[c].dtype == "timestamp" else ident(c)
@@ -206,7 +206,9 @@ class Backfill:
             con.register("__entities", entities.keys)
             chosen = f" AND ({key_list}) IN (SELECT DISTINCT {key_list} FROM __entities)"
         elif entities.ts_from is not None or entities.ts_to is not None:
-            touched = LogScan(self.root, source).sql(keys, entities.ts_from, entities.ts_to)
+            touched = LogScan(self.root, source).sql(
+                keys, entities.ts_from, entities.ts_to, con=con
+            )
             chosen = f" AND ({key_list}) IN (SELECT DISTINCT {key_list} FROM ({touched}))"
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE __backfill AS SELECT {', '.join(select)}, {TS}, {EID}"

@@ -152,7 +152,7 @@ class PointInTimeQuery:
         order = {str(r): i for i, r in enumerate(defs.resolve(refs))}
         self.outputs = sorted((t.out for t in self.targets), key=order.__getitem__)
 
-    def group_sql(self, index: int, group: Group, t_min: int, t_max: int) -> str:
+    def group_sql(self, con: Any, index: int, group: Group, t_min: int, t_max: int) -> str:
         """One CTE body: per spine row, the group's aggregates."""
         windows = group.windows
         lows = [f"{ceil_sql(f'{TIME} - {w}', g)} AS __lo{i}" for i, (w, g) in enumerate(windows)]
@@ -167,7 +167,9 @@ class PointInTimeQuery:
             f"EXISTS (SELECT 1 FROM (SELECT DISTINCT {key_list} FROM s{index}) k WHERE {semi})"
         )
         earliest = min(ceil_to(t_min - w, g) for w, g in windows)
-        log = LogScan(self.root, group.source).sql(group.columns, ts_from=earliest, ts_to=t_max)
+        log = LogScan(self.root, group.source).sql(
+            group.columns, ts_from=earliest, ts_to=t_max, con=con
+        )
         on = [f"e.{ident(k)} = s.{ident(k)}" for k in group.join_keys]
         on.append(f"e.{TS} <= s.{TIME}")
         on.append(f"e.{TS} >= least({', '.join(f's.__lo{i}' for i in range(len(windows)))})")
@@ -185,13 +187,13 @@ class PointInTimeQuery:
             f" LEFT JOIN e{index} e ON {' AND '.join(on)} GROUP BY s.{ROW})"
         )
 
-    def sql(self, t_min: int, t_max: int, spine_columns: Sequence[str]) -> str:
+    def sql(self, con: Any, t_min: int, t_max: int, spine_columns: Sequence[str]) -> str:
         """The full query: the spine's own columns, then the features, in spine order."""
         clash = [c for c in self.outputs if c in spine_columns]
         if clash:
             msg = f"the spine already has column(s) {', '.join(map(repr, clash))}; rename them"
             raise ValidationError(msg)
-        ctes = [self.group_sql(i, g, t_min, t_max) for i, g in enumerate(self.groups)]
+        ctes = [self.group_sql(con, i, g, t_min, t_max) for i, g in enumerate(self.groups)]
         joins = " ".join(f"JOIN g{i} USING ({ROW})" for i in range(len(self.groups)))
         own = ", ".join(f"{SPINE}.{ident(c)}" for c in spine_columns)
         outs = ", ".join(ident(o) for o in self.outputs)

@@ -115,7 +115,7 @@ def export_training_set(
         where = load_spine_file(con, Path(spine), string_keys(query.groups))
         columns = prepare_spine(con, where, required_keys(defs, query.groups))
         rows, t_min, t_max = _bounds(con)
-        sql = query.sql(t_min, t_max, list(columns))
+        sql = query.sql(con, t_min, t_max, list(columns))
         copy = f"COPY ({sql}) TO {literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd)"
         try:
             run_with_progress(con, copy, progress)
@@ -235,7 +235,7 @@ def historical_values(
         columns = prepare_spine(con, where, required_keys(defs, query.groups))
         _, t_min, t_max = _bounds(con)
         outs = query.outputs
-        result = con.sql(query.sql(t_min, t_max, list(columns))).to_arrow_table()
+        result = con.sql(query.sql(con, t_min, t_max, list(columns))).to_arrow_table()
     except duckdb.Error as exc:
         msg = f"reading the offline log under {root} failed: {str(exc).splitlines()[0]}"
         raise StorageError(msg) from None

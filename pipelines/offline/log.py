@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from features.model import Source
 
@@ -85,11 +86,14 @@ class LogScan:
         ts_from: int | None = None,
         ts_to: int | None = None,
         where: str = "",
+        con: Any = None,
     ) -> str:
         """A SELECT of `columns` plus `__ts`, `__ing` (µs) and `__eid`, one row per event.
 
         Only events with `ts_from <= event time <= ts_to` are read; `where` is an extra
         condition on the raw log columns, applied before deduplication (say, a key filter).
+        Given a DuckDB connection, a column no file has yet (added to the schema later)
+        reads as null instead of failing.
         """
         wanted = list(dict.fromkeys([*columns, *self.source.key]))
         schema = self.source.columns
@@ -109,8 +113,12 @@ class LogScan:
         if where:
             conditions.append(f"({where})")
         keys = ", ".join([*(ident(k) for k in self.source.key), "_event_id"])
+        files = f"read_parquet([{globs}], hive_partitioning = false, union_by_name = true)"
+        present = _present(con, files) if con is not None else set(wanted)
         select = [
-            f"CAST({ident(c)} AS {DUCK_TYPES[schema[c].dtype]}) AS {ident(c)}" for c in wanted
+            f"{'CAST(' + ident(c) if c in present else 'CAST(NULL'}"
+            f" AS {DUCK_TYPES[schema[c].dtype]}) AS {ident(c)}"
+            for c in wanted
         ]
         select += [
             f"epoch_us(_event_time) AS {TS}",
@@ -118,9 +126,13 @@ class LogScan:
             f"CAST(_event_id AS {eid_type}) AS {EID}",
         ]
         return (
-            f"SELECT {', '.join(select)} FROM read_parquet([{globs}], hive_partitioning = false,"
-            " union_by_name = true)"
+            f"SELECT {', '.join(select)} FROM {files}"
             + (f" WHERE {' AND '.join(conditions)}" if conditions else "")
             + f" QUALIFY row_number() OVER (PARTITION BY {keys}"
             " ORDER BY _ingested_at, _event_time) = 1"
         )
+
+
+def _present(con: Any, files: str) -> set[str]:
+    """The columns the log files hold (footers only; nothing is scanned)."""
+    return {str(row[0]) for row in con.execute(f"DESCRIBE SELECT * FROM {files}").fetchall()}

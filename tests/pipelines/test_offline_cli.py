@@ -179,3 +179,28 @@ def test_spine_forms_give_the_same_values(log_root: Path, tmp_path: Path) -> Non
     for row, t in zip(results[0], times, strict=True):
         want = reference(DEFS, "by_user_shop", events, row, t, "event_time")
         assert all(same(as_us(row[f"by_user_shop:{k}"]), v) for k, v in want.items())
+
+
+def test_a_column_added_to_the_schema_later_reads_as_null(log_root: Path, tmp_path: Path) -> None:
+    """Log files written before a schema column existed: its features see empty windows."""
+    import dataclasses
+
+    from features.model import Column, Feature
+
+    source = dataclasses.replace(
+        SOURCE, schema=(*SOURCE.schema, Column("tip", "float", nullable=True))
+    )
+    view = dataclasses.replace(
+        DEFS.views["by_user"],
+        features=(
+            Feature("tips", "sum", "tip", 600 * S, 60 * S),
+            Feature("n", "count", None, 600 * S, 60 * S),
+        ),
+    )
+    defs = dataclasses.replace(DEFS, sources={SOURCE.name: source}, views={"by_user": view})
+    (tmp_path / "spine.csv").write_text(f"user_id,timestamp\nu1,{iso(BASE + 600 * S)}\n")
+    export_training_set(
+        defs, ["by_user:*"], tmp_path / "spine.csv", tmp_path / "o.parquet", log_root
+    )
+    row = pq.read_table(tmp_path / "o.parquet").to_pylist()[0]
+    assert row["by_user:tips"] == 0 and row["by_user:n"] > 0
