@@ -98,6 +98,11 @@ def vector_table(entity: str, answer: Mapping[str, Any]) -> Table:
     return table
 
 
+def plain(value: Any) -> str:
+    """`show` without markup, for values inside a list."""
+    return str(value) if not isinstance(value, float) else f"{value:.4g}"
+
+
 def show(value: Any) -> str:
     """A compact, markup-safe cell: floats to 4 digits, times to the second, null as a dash."""
     if value is None:
@@ -109,31 +114,36 @@ def show(value: Any) -> str:
     if isinstance(value, datetime):
         return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
     if isinstance(value, list):
-        return "[" + ", ".join(show(v) for v in value) + "]"
+        return escape("[" + ", ".join("null" if v is None else plain(v) for v in value) + "]")
     if isinstance(value, str) and ISO_TIME.fullmatch(value):
         return value[:19].replace("T", " ") + "Z"  # to the second: narrower tables
     return escape(str(value))
 
 
 def status_table(report: Mapping[str, Any], events: Mapping[str, SourceEvents]) -> Table:
-    """Per source: the pipeline's counters, dead letters and lag, next to what was generated."""
-    table = Table(title="pipeline status per source (expected from the generator)")
-    for name in ("source", *COUNTERS, "dead letters", "lag (msgs)", "lag (s)"):
-        table.add_column(name, justify="left" if name == "source" else "right")
+    """Per source: the pipeline's counters, dead letters and lag; under them, what was sent."""
+    table = Table(title="pipeline status per source", title_justify="left")
+    table.add_column("source", no_wrap=True, min_width=12)
+    for name in (*COUNTERS, "dead letters", "lag msgs", "lag s"):
+        table.add_column(name, justify="right")
     for row in report["sources"]:
-        counts = events[row["name"]].counts() if row["name"] in events else {}
-        cells = []
-        for counter in COUNTERS:
-            expected = counts.get(EXPECTED_KIND[counter])
-            mark = "" if expected is None else f" ({expected:,})"
-            cells.append(f"{row[counter]:,}{mark}")
         table.add_row(
             row["name"],
-            *cells,
+            *(f"{row[c]:,}" for c in COUNTERS),
             f"{row['dead_letters']:,}",
             show(row.get("lag_messages")),
             show(row.get("lag_seconds")),
         )
+        if row["name"] in events:
+            counts = events[row["name"]].counts()
+            expected = [counts[EXPECTED_KIND[c]] for c in COUNTERS]
+            table.add_row(
+                "[dim]  expected[/]",
+                *(f"[dim]{n:,}[/]" for n in expected),
+                f"[dim]{counts['late'] + counts['invalid']:,}[/]",
+                "",
+                "",
+            )
     return table
 
 
