@@ -174,6 +174,16 @@ def test_every_rillet_variable_is_a_setting() -> None:
     assert not unknown, f"RILLET_* variables no settings class defines: {sorted(unknown)}"
 
 
+def test_dockerfile_copies_paths_that_exist_in_the_build_context() -> None:
+    context = (DEPLOY / compose()["services"]["api"]["build"]["context"]).resolve()
+    assert context == ROOT, "the image builds from the repository root"
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    for line in re.findall(r"^COPY\s+(?!--from)(.+)$", dockerfile, re.M):
+        *sources, _ = line.split()
+        for source in sources:
+            assert (context / source).exists(), f"Dockerfile copies missing {source}"
+
+
 def test_definitions_configmap_matches_the_example_repository() -> None:
     (configmap,) = load_all(DEPLOY / "k8s" / "definitions-configmap.yaml")
     files = {p.name: p.read_text() for p in sorted((ROOT / "features/definitions").glob("*.yaml"))}
