@@ -56,7 +56,7 @@ def k8s_docs() -> list[dict[str, Any]]:
 
 
 def is_rillet_image(image: str | None) -> bool:
-    return bool(image) and image.split("/")[-1].split(":")[0] == "rillet"
+    return image is not None and image.split("/")[-1].split(":")[0] == "rillet"
 
 
 def pod_specs(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -125,12 +125,12 @@ def settings_fields() -> set[str]:
                         classes.add(value)
     for settings in classes:
         prefix = str(settings.model_config.get("env_prefix", "")).upper()
-        for field_name, info in settings.model_fields.items():
+        for field_name, field in settings.model_fields.items():
             names.add(f"{prefix}{field_name}".upper())
-            if isinstance(info.validation_alias, str):
-                names.add(info.validation_alias.upper())
-            if isinstance(info.alias, str):
-                names.add(info.alias.upper())
+            if isinstance(field.validation_alias, str):
+                names.add(field.validation_alias.upper())
+            if isinstance(field.alias, str):
+                names.add(field.alias.upper())
     return names
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -57,7 +58,7 @@ def to_us(value: object) -> int:
 
 
 @pytest.mark.parametrize("fmt", ["iso", "ms"])
-def test_labels_match_the_reference_lateness_and_dedup_rules(fmt: str) -> None:
+def test_labels_match_the_reference_lateness_and_dedup_rules(fmt: Literal["iso", "ms"]) -> None:
     out = generate(EXAMPLE, GeneratorConfig(events=20_000, end_us=END, timestamp_format=fmt))
     assert set(out) == set(EXAMPLE.sources)
     for source in EXAMPLE.sources.values():
