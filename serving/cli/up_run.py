@@ -51,6 +51,10 @@ def run_up(options: UpOptions, console: Console) -> bool:
                 f"(data in {server.directory})"
             )
         env = {**os.environ, "RILLET_REDIS_URL": url}
+        if server is not None and "RILLET_RECOVERY_DIR" not in os.environ:
+            # Stream positions in the recovery state belong to this Redis's streams: keep
+            # them together, so removing .rillet/ resets both.
+            env["RILLET_RECOVERY_DIR"] = str(options.state_dir / "recovery")
         if options.apply:
             run_child("apply", ["apply"], env, None, timeout=60)
         pipeline = start_child("pipeline", ["run", "--workers", str(options.workers)], env, None)
