@@ -193,17 +193,19 @@ def training_spine(
     """A spine for a training export: sampled (entity, time) pairs with a binary label.
 
     Each row takes the join keys of an accepted event, a timestamp shortly after it (a
-    decision time) and a `label` that is more often 1 for large amounts, as a fraud or
-    conversion label would be.
+    decision time, at most the newest event time) and a `label` that is more often 1 for
+    large amounts, as a fraud or conversion label would be.
     """
     rng = np.random.default_rng([seed, 99])
     accepted = events.accepted()
     keys = list(join_keys)
     picks = rng.choice(len(accepted), size=min(rows, len(accepted)), replace=False)
+    newest = max((_parse_time(e[source.timestamp]) for e in accepted), default=0)
     out = []
     for i in sorted(picks.tolist()):
         event = accepted[i]
-        ts = _parse_time(event[source.timestamp]) + int(rng.integers(1, 30 * 60)) * 1_000_000
+        delay = int(rng.integers(1, 30 * 60)) * 1_000_000
+        ts = min(_parse_time(event[source.timestamp]) + delay, newest)  # never in the future
         amount = event.get("amount")
         p = 0.02 + (0.3 if isinstance(amount, float) and amount > 200 else 0.0)
         row = {k: event[k] for k in keys}

@@ -116,3 +116,4 @@ def test_training_spine_rows_have_keys_time_and_label() -> None:
     assert len(spine) == 50
     assert all(set(r) == {"user_id", "item_id", "timestamp", "label"} for r in spine)
     assert all(r["label"] in (0, 1) for r in spine)
+    assert all(to_us(r["timestamp"]) <= END for r in spine)
