@@ -152,8 +152,19 @@ class PointInTimeQuery:
         order = {str(r): i for i, r in enumerate(defs.resolve(refs))}
         self.outputs = sorted((t.out for t in self.targets), key=order.__getitem__)
 
-    def group_sql(self, con: Any, index: int, group: Group, t_min: int, t_max: int) -> str:
-        """One CTE body: per spine row, the group's aggregates."""
+    def uses_asof(self, target: Target) -> bool:
+        """`first`/`last` in `event_time` mode: one ASOF join instead of the range join.
+
+        The nearest event at or before T (`last`), or at or after the window start (`first`),
+        per key; events sharing a time are collapsed first with the event-id tie-break.
+        `known_time` adds a second inequality (ingest time) that ASOF cannot express.
+        """
+        return self.mode == "event_time" and target.feature.function in ("first", "last")
+
+    def group_sql(
+        self, con: Any, index: int, group: Group, t_min: int, t_max: int
+    ) -> tuple[list[str], list[str]]:
+        """The CTEs of one group and the names of those holding `__rn` + feature columns."""
         windows = group.windows
         lows = [f"{ceil_sql(f'{TIME} - {w}', g)} AS __lo{i}" for i, (w, g) in enumerate(windows)]
         keys = [
@@ -170,22 +181,59 @@ class PointInTimeQuery:
         log = LogScan(self.root, group.source).sql(
             group.columns, ts_from=earliest, ts_to=t_max, con=con
         )
-        on = [f"e.{ident(k)} = s.{ident(k)}" for k in group.join_keys]
-        on.append(f"e.{TS} <= s.{TIME}")
-        on.append(f"e.{TS} >= least({', '.join(f's.__lo{i}' for i in range(len(windows)))})")
-        if self.mode == "known_time":
-            on.append(f"e.{ING} <= s.{TIME}")
-        aggs = []
-        for t in group.targets:
-            i = windows.index((t.feature.window, t.feature.granularity))
-            aggs.append(
-                f"{aggregate_sql(t.feature, t.dtype, f'e.{TS} >= s.__lo{i}')} AS {ident(t.out)}"
+        ctes = [
+            f"s{index} AS ({spine})",
+            f"e{index} AS (SELECT * FROM ({log}) WHERE {only_spine_keys})",
+        ]
+        names = []
+        ranged = [t for t in group.targets if not self.uses_asof(t)]
+        if ranged:
+            used = sorted(
+                {windows.index((t.feature.window, t.feature.granularity)) for t in ranged}
             )
-        return (
-            f"s{index} AS ({spine}), e{index} AS (SELECT * FROM ({log}) WHERE {only_spine_keys}),"
-            f" g{index} AS (SELECT s.{ROW}, {', '.join(aggs)} FROM s{index} s"
-            f" LEFT JOIN e{index} e ON {' AND '.join(on)} GROUP BY s.{ROW})"
-        )
+            on = [f"e.{ident(k)} = s.{ident(k)}" for k in group.join_keys]
+            on.append(f"e.{TS} <= s.{TIME}")
+            on.append(f"e.{TS} >= least({', '.join(f's.__lo{i}' for i in used)})")
+            if self.mode == "known_time":
+                on.append(f"e.{ING} <= s.{TIME}")
+            aggs = []
+            for t in ranged:
+                i = windows.index((t.feature.window, t.feature.granularity))
+                window_ok = f"e.{TS} >= s.__lo{i}"
+                aggs.append(f"{aggregate_sql(t.feature, t.dtype, window_ok)} AS {ident(t.out)}")
+            ctes.append(
+                f"g{index} AS (SELECT s.{ROW}, {', '.join(aggs)} FROM s{index} s"
+                f" LEFT JOIN e{index} e ON {' AND '.join(on)} GROUP BY s.{ROW})"
+            )
+            names.append(f"g{index}")
+        nearest: dict[tuple[str, str, int | None], list[Target]] = {}
+        for t in group.targets:
+            if self.uses_asof(t):
+                i = windows.index((t.feature.window, t.feature.granularity))
+                column = t.feature.column or ""
+                slot = (t.feature.function, column, i if t.feature.function == "first" else None)
+                nearest.setdefault(slot, []).append(t)
+        for j, ((fn, column, lo), targets) in enumerate(nearest.items()):
+            name = f"a{index}_{j}"
+            pick = "arg_max" if fn == "last" else "arg_min"
+            col = ident(column)
+            ctes.append(
+                f"{name}_e AS (SELECT {key_list}, {TS}, {pick}({col}, {EID}) AS __v"
+                f" FROM e{index} WHERE {col} IS NOT NULL GROUP BY {key_list}, {TS})"
+            )
+            match = " AND ".join(f"x.{ident(k)} = s.{ident(k)}" for k in group.join_keys)
+            bound = f"x.{TS} <= s.{TIME}" if fn == "last" else f"x.{TS} >= s.__lo{lo}"
+            outs = []
+            for t in targets:
+                i = windows.index((t.feature.window, t.feature.granularity))
+                inside = f"x.{TS} >= s.__lo{i}" if fn == "last" else f"x.{TS} <= s.{TIME}"
+                outs.append(f"CASE WHEN {inside} THEN x.__v END AS {ident(t.out)}")
+            ctes.append(
+                f"{name} AS (SELECT s.{ROW}, {', '.join(outs)} FROM s{index} s"
+                f" ASOF LEFT JOIN {name}_e x ON {match} AND {bound})"
+            )
+            names.append(name)
+        return ctes, names
 
     def sql(self, con: Any, t_min: int, t_max: int, spine_columns: Sequence[str]) -> str:
         """The full query: the spine's own columns, then the features, in spine order."""
@@ -193,8 +241,13 @@ class PointInTimeQuery:
         if clash:
             msg = f"the spine already has column(s) {', '.join(map(repr, clash))}; rename them"
             raise ValidationError(msg)
-        ctes = [self.group_sql(con, i, g, t_min, t_max) for i, g in enumerate(self.groups)]
-        joins = " ".join(f"JOIN g{i} USING ({ROW})" for i in range(len(self.groups)))
+        ctes: list[str] = []
+        parts: list[str] = []
+        for i, group in enumerate(self.groups):
+            group_ctes, names = self.group_sql(con, i, group, t_min, t_max)
+            ctes += group_ctes
+            parts += names
+        joins = " ".join(f"JOIN {name} USING ({ROW})" for name in parts)
         own = ", ".join(f"{SPINE}.{ident(c)}" for c in spine_columns)
         outs = ", ".join(ident(o) for o in self.outputs)
         return (

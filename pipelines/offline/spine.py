@@ -22,8 +22,9 @@ TIMESTAMP = "timestamp"
 SPINE = "__spine"  # the view the engine reads: __rn, __t, then the spine's own columns
 ROW, TIME = "__rn", "__t"
 _RAW = "__spine_in"
-_TIME_TYPES = ("TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_S", "TIMESTAMP_MS")
-_TIME_TYPES += ("TIMESTAMP_NS", "DATE")
+_TIME_TYPES: tuple[str, ...] = (
+    "TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS", "DATE",
+)  # fmt: skip
 _INT_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER")
 _STRING_TYPES = ("VARCHAR",)
 

@@ -43,8 +43,11 @@ def event_sets(draw: st.DrawFn) -> list[LogEvent]:
     n = draw(st.integers(0, 40))
     events: list[LogEvent] = []
     for _ in range(n):
-        sub = draw(st.sampled_from([0, 0, 0, 500_000, 999_999]))
-        ts = BASE + draw(st.integers(0, 600)) * S + sub
+        if draw(st.booleans()):  # on a 10 s grid: ties and events on window edges are common
+            ts = BASE + draw(st.integers(0, 60)) * 10 * S
+        else:
+            sub = draw(st.sampled_from([0, 0, 500_000, 999_999]))
+            ts = BASE + draw(st.integers(0, 600)) * S + sub
         row = {
             "eid": f"e{draw(st.integers(0, 25))}",
             "user_id": draw(st.sampled_from(USERS)),
