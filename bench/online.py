@@ -493,9 +493,19 @@ PHASES: tuple[tuple[str, str, dict[str, Any]], ...] = (
         {"kind": "one", "mode": "open", "rate": 500},
     ),
     (
+        "rillet 1-entity @200 rps, 1 worker",
+        "rillet-1",
+        {"kind": "one", "mode": "open", "rate": 200},
+    ),
+    (
         "rillet 100-entity @50 rps, 1 worker",
         "rillet-1",
         {"kind": "hundred", "mode": "open", "rate": 50},
+    ),
+    (
+        "rillet 100-entity @10 rps, 1 worker",
+        "rillet-1",
+        {"kind": "hundred", "mode": "open", "rate": 10},
     ),
     (
         "rillet 1-entity, 1 worker, saturation",
