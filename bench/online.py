@@ -184,9 +184,19 @@ class Pool:
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def request(self, raw: bytes) -> int:
-        conn = (
-            self.idle.pop() if self.idle else await asyncio.open_connection("127.0.0.1", self.port)
-        )
+        """Send one request; a kept-alive connection the server closed meanwhile (uvicorn
+        drops idle ones after 5 s) is replaced once, as any HTTP client would."""
+        if self.idle:
+            conn = self.idle.pop()
+            try:
+                return await self._exchange(conn, raw)
+            except (OSError, asyncio.IncompleteReadError):
+                conn[1].close()
+        return await self._exchange(await asyncio.open_connection("127.0.0.1", self.port), raw)
+
+    async def _exchange(
+        self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], raw: bytes
+    ) -> int:
         reader, writer = conn
         writer.write(raw)
         head = await reader.readuntil(b"\r\n\r\n")
