@@ -28,6 +28,7 @@ from pipelines.offline.spine import ROW, SPINE, TIME
 
 Mode = Literal["event_time", "known_time"]
 MODES: tuple[str, ...] = ("event_time", "known_time")
+NEAREST = ("first", "last")  # functions an ASOF join can answer
 
 
 def check_mode(mode: str) -> Mode:
@@ -152,14 +153,19 @@ class PointInTimeQuery:
         order = {str(r): i for i, r in enumerate(defs.resolve(refs))}
         self.outputs = sorted((t.out for t in self.targets), key=order.__getitem__)
 
-    def uses_asof(self, target: Target) -> bool:
-        """`first`/`last` in `event_time` mode: one ASOF join instead of the range join.
+    def uses_asof(self, target: Target, group: Group) -> bool:
+        """Whether `first`/`last` takes an ASOF join instead of riding on the range join.
 
         The nearest event at or before T (`last`), or at or after the window start (`first`),
-        per key; events sharing a time are collapsed first with the event-id tie-break.
-        `known_time` adds a second inequality (ingest time) that ASOF cannot express.
+        per key; events sharing a time are collapsed first with the event-id tie-break. Worth
+        it when the feature's window is wider than every other feature's of the group (the
+        range join would have to widen for it), and only in `event_time` mode: `known_time`
+        adds a second inequality (ingest time) that ASOF cannot express.
         """
-        return self.mode == "event_time" and target.feature.function in ("first", "last")
+        if self.mode != "event_time" or target.feature.function not in NEAREST:
+            return False
+        others = [t.feature.window for t in group.targets if t.feature.function not in NEAREST]
+        return target.feature.window > max(others, default=0)
 
     def group_sql(
         self, con: Any, index: int, group: Group, t_min: int, t_max: int
@@ -186,7 +192,7 @@ class PointInTimeQuery:
             f"e{index} AS (SELECT * FROM ({log}) WHERE {only_spine_keys})",
         ]
         names = []
-        ranged = [t for t in group.targets if not self.uses_asof(t)]
+        ranged = [t for t in group.targets if not self.uses_asof(t, group)]
         if ranged:
             used = sorted(
                 {windows.index((t.feature.window, t.feature.granularity)) for t in ranged}
@@ -208,7 +214,7 @@ class PointInTimeQuery:
             names.append(f"g{index}")
         nearest: dict[tuple[str, str, int | None], list[Target]] = {}
         for t in group.targets:
-            if self.uses_asof(t):
+            if self.uses_asof(t, group):
                 i = windows.index((t.feature.window, t.feature.granularity))
                 column = t.feature.column or ""
                 slot = (t.feature.function, column, i if t.feature.function == "first" else None)

@@ -85,9 +85,10 @@ VIEW_USER = FeatureView(
     entity="user",
     source="shop_events",
     ttl=600 * S,
-    features=(
-        _f("n_events", "count", None, 600, 60),
-        _f("last_amount", "last", "amount", 180, 60),
+    features=(  # first/last wider than every other window: the engine's ASOF path
+        _f("n_events", "count", None, 300, 60),
+        _f("last_amount", "last", "amount", 600, 60),
+        _f("first_merchant", "first", "merchant", 480, 120),
         _f("sum_qty", "sum", "qty", 30, 10),
     ),
 )

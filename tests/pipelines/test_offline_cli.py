@@ -105,6 +105,7 @@ def test_cli_export_csv_spine_with_iso_times(
         "by_user_shop:last3_amount",
         "by_user:n_events",
         "by_user:last_amount",
+        "by_user:first_merchant",
         "by_user:sum_qty",
     ]
     events = _events(log_root)
