@@ -125,6 +125,12 @@ class ViewTiler:
         self.horizon: dict[int, int] = {}
         for f in self.features:
             self.horizon[f.granularity] = max(self.horizon.get(f.granularity, 0), f.window)
+        # The hot path's plan: per tile size, (name, column, update, empty) of its features,
+        # so `_fold` looks each tile up once per tile size rather than once per feature.
+        by_g: dict[int, list[tuple[str, str | None, Any, Any]]] = {}
+        for f in self.features:
+            by_g.setdefault(f.granularity, []).append((f.name, f.column, f.agg.update, f.agg.empty))
+        self._fold_plan = tuple((g, tuple(fs)) for g, fs in by_g.items())
 
     def apply(
         self, state: EntityTiles, ts: int, eid: Any, row: Mapping[str, Any], now: int
@@ -140,20 +146,27 @@ class ViewTiler:
     def _fold(self, state: EntityTiles, ts: int, eid: Any, row: Mapping[str, Any]) -> set[TileKey]:
         changed: set[TileKey] = set()
         tiles = state.tiles
-        for f in self.features:
-            if f.column is None:
-                value: Any = True
-            else:
-                value = row.get(f.column)
-                if value is None:
-                    continue
-            key = (f.granularity, ts - ts % f.granularity)
+        for g, feats in self._fold_plan:
+            key = (g, ts - ts % g)
             tile = tiles.get(key)
+            created = tile is None
             if tile is None:
-                tile = tiles[key] = {}
-            prev = tile.get(f.name)
-            tile[f.name] = f.agg.update(f.agg.empty() if prev is None else prev, value, ts, eid)
-            changed.add(key)
+                tile = {}
+            touched = False
+            for name, column, update, empty in feats:
+                if column is None:
+                    value: Any = True
+                else:
+                    value = row.get(column)
+                    if value is None:
+                        continue
+                prev = tile.get(name)
+                tile[name] = update(empty() if prev is None else prev, value, ts, eid)
+                touched = True
+            if touched:
+                if created:
+                    tiles[key] = tile
+                changed.add(key)
         if ts > state.folded_until:
             state.folded_until = ts
         return changed
