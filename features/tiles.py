@@ -136,15 +136,36 @@ class ViewTiler:
         self, state: EntityTiles, ts: int, eid: Any, row: Mapping[str, Any], now: int
     ) -> set[TileKey]:
         """Apply one accepted event; returns the tile keys it changed (empty if pending)."""
-        if state.max_ts is None or ts > state.max_ts:
+        changed: set[TileKey] = set()
+        self.apply_into(state, ts, eid, row, now, changed)
+        return changed
+
+    def apply_into(
+        self,
+        state: EntityTiles,
+        ts: int,
+        eid: Any,
+        row: Mapping[str, Any],
+        now: int,
+        changed: set[TileKey],
+    ) -> None:
+        """`apply`, adding the changed tile keys to `changed` (no set per event: hot path)."""
+        max_ts = state.max_ts
+        if max_ts is None or ts > max_ts:
             state.max_ts = ts
         if ts > now:
             state.pending.append([ts, eid, {c: row.get(c) for c in self.columns}])
-            return set()
-        return self._fold(state, ts, eid, row)
+            return
+        self._fold(state, ts, eid, row, changed)
 
-    def _fold(self, state: EntityTiles, ts: int, eid: Any, row: Mapping[str, Any]) -> set[TileKey]:
-        changed: set[TileKey] = set()
+    def _fold(
+        self,
+        state: EntityTiles,
+        ts: int,
+        eid: Any,
+        row: Mapping[str, Any],
+        changed: set[TileKey],
+    ) -> None:
         tiles = state.tiles
         for g, feats in self._fold_plan:
             key = (g, ts - ts % g)
@@ -169,7 +190,6 @@ class ViewTiler:
                 changed.add(key)
         if ts > state.folded_until:
             state.folded_until = ts
-        return changed
 
     def fold_pending(self, state: EntityTiles, now: int) -> set[TileKey]:
         """Fold pending events whose time the clock has reached; returns changed tiles."""
@@ -179,7 +199,7 @@ class ViewTiler:
         keep: list[list[Any]] = []
         for rec in state.pending:
             if rec[0] <= now:
-                changed |= self._fold(state, rec[0], rec[1], rec[2])
+                self._fold(state, rec[0], rec[1], rec[2], changed)
             else:
                 keep.append(rec)
         state.pending = keep

@@ -186,7 +186,7 @@ class TileShard(StatefulBatchLogic[TileInput, TileBatch, bytes]):
                     route = plan.views.get(name)
                     if route is None:
                         continue  # removed from the registry since it was routed
-                    apply, cache = route.tiler.apply, self.cache[name]
+                    apply, cache = route.tiler.apply_into, self.cache[name]
                     seen = touched.get(name)
                     if seen is None:
                         seen = touched[name] = {}
@@ -202,7 +202,7 @@ class TileShard(StatefulBatchLogic[TileInput, TileBatch, bytes]):
                         if mark is None:
                             mark = seen[eid] = [set(), state.max_ts]
                         ts = event.ts
-                        mark[0].update(apply(state, ts, event.eid, event.row, now))
+                        apply(state, ts, event.eid, event.row, now, mark[0])
                         if ts > top:
                             top = ts
                     if top > -(2**63):
