@@ -39,6 +39,10 @@ def entity_id(values: Sequence[Any]) -> str:
     'u1|item%2F7'
     """
     # Values made only of characters `quote` never escapes skip it (the hot path).
+    if len(values) == 1:
+        text = values[0]
+        if type(text) is str and _UNRESERVED(text):
+            return text
     return "|".join(
         text if _UNRESERVED(text) else quote(text, safe="") for text in map(str, values)
     )
