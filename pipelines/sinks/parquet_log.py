@@ -78,8 +78,9 @@ def events_to_table(
     columns.append(pa.array([e.ts for e in events], type=TS_TYPE))
     columns.append(pa.array(ingested_at, type=TS_TYPE))
     columns.append(pa.array([e.correlation_id for e in events], type=pa.string()))
+    dumps = orjson.dumps  # most events carry no extra columns: no encoding for those
     columns.append(
-        pa.array([orjson.dumps(e.extra or {}).decode() for e in events], type=pa.string())
+        pa.array([dumps(e.extra).decode() if e.extra else "{}" for e in events], type=pa.string())
     )
     return pa.Table.from_arrays(columns, schema=schema)
 
