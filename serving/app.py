@@ -118,6 +118,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Online feature vectors, event push, catalog and status (SPEC §6).",
         lifespan=lifespan,
         default_response_class=JsonBytes,
+        # No OpenTelemetry here (Prometheus is): skip FastAPI's per-request provider checks.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.settings = settings
     app.state.api_keys = settings.keys

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError as PydanticValidationError
 
 from features.durations import now_us
 from features.errors import ValidationError
@@ -15,14 +17,34 @@ from serving.schemas import V1_ERRORS, OnlineRequest, OnlineResponse, error_resp
 router = APIRouter(prefix="/v1/features", tags=["features"])
 
 
+# The hot path parses its body with pydantic-core's JSON parser in one step instead of
+# FastAPI's body machinery (json.loads, content-type parsing, dependency solving): a tenth
+# of a one-entity request. The schema is still published as the request body.
+ONLINE_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": OnlineRequest.model_json_schema()}},
+}
+
+
+def parse_online(raw: bytes) -> OnlineRequest:
+    """The request body as `OnlineRequest`; 422 `invalid_request` like any FastAPI body."""
+    try:
+        return OnlineRequest.model_validate_json(raw)
+    except PydanticValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        raise RequestValidationError(errors) from None
+
+
 @router.post(
     "/online",
     response_model=OnlineResponse,
     responses=error_responses(*V1_ERRORS),
+    openapi_extra={"requestBody": ONLINE_BODY},
     summary="Feature vectors of entities, as of now",
 )
-async def online(body: OnlineRequest, request: Request) -> JsonBytes:
+async def online(request: Request) -> JsonBytes:
     """Values of the requested features for every entity (unknown entities: empty windows)."""
+    body = parse_online(await request.body())
     state: ServerState = request.app.state.rillet
     limit = state.settings.max_entities
     if len(body.entities) > limit:
