@@ -60,6 +60,7 @@ class ViewRead:
     names: tuple[str, ...]
     out_keys: tuple[str, ...]
     empty: tuple[Any, ...]
+    stamps: tuple[str, ...]  # output keys whose values are timestamps (rendered as ISO)
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ class CompiledRegistry:
                     tuple(names),
                     tuple(f"{view_name}:{n}" for n in names),
                     tuple(empty[n] for n in names),
+                    tuple(f"{view_name}:{n}" for n in names if n in served.timestamp_features),
                 )
             )
         features = tuple(str(r) for r in resolved)

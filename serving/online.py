@@ -93,11 +93,11 @@ def evaluate(
             if state is None:
                 values.update(zip(read.out_keys, read.empty, strict=True))
                 continue
+            # `evaluate` answers in the order of `names`, the order of `out_keys`.
             evaluated = read.served.tiler.evaluate(state, as_of, read.names)
-            stamps = read.served.timestamp_features
-            for name, out_key in zip(read.names, read.out_keys, strict=True):
-                value = evaluated[name]
-                values[out_key] = _as_time(value) if name in stamps else value
+            values.update(zip(read.out_keys, evaluated.values(), strict=True))
+            for out_key in read.stamps:
+                values[out_key] = _as_time(values[out_key])
             used = newest_used(state, as_of)
             if used is not None and (newest is None or used > newest):
                 newest = used
