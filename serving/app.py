@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from importlib.metadata import PackageNotFoundError, version
@@ -87,6 +88,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.rillet = state
     await state.refresh_registry()
     follower = asyncio.create_task(follow_registry(state), name="registry-follower")
+    # Everything loaded so far lives as long as the process: keep it out of the cyclic GC,
+    # whose full collections otherwise walk ~80,000 objects (~40 ms) in the middle of requests.
+    gc.collect()
+    gc.freeze()
     log.info(
         "serving project %r from %s",
         settings.project,
