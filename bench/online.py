@@ -7,7 +7,7 @@ endpoint that does one Redis GET. The load generator runs in a separate process 
 lean keep-alive HTTP/1.1 client; latency is measured from each request's *scheduled*
 send time, so a stalled server cannot hide queueing (no coordinated omission).
 
-    python bench/online.py            # full run: 3 interleaved rounds (about 5 minutes)
+    python bench/online.py            # full run: 3 interleaved rounds (about 6 minutes)
     python bench/online.py --quick    # shorter phases, for a smoke check
 """
 
