@@ -103,21 +103,13 @@ def push_file(
                 client,
                 settings.project,
                 source.name,
-                [(_as_bytes(r.payload), r.reasons, r.correlation_id) for r in rejected],
+                [(r.payload, r.reasons, r.correlation_id) for r in rejected],
             )
             for rej in rejected[: max(0, 3 - len(result.first_reasons))]:
                 result.first_reasons.append("; ".join(rej.reasons))
         if progress is not None:
             progress(done)
     return result
-
-
-def _as_bytes(payload: Any) -> bytes:
-    if isinstance(payload, bytes):
-        return payload
-    if isinstance(payload, str):
-        return payload.encode()
-    return orjson.dumps(payload)
 
 
 def replay_letters(

@@ -83,7 +83,7 @@ def import_file(
                 client,
                 project,
                 source.name,
-                [(_as_bytes(r.payload), r.reasons, r.correlation_id) for r in rejected],
+                [(r.payload, r.reasons, r.correlation_id) for r in rejected],
             )
             for rej in rejected[: max(0, 3 - len(result.first_reasons))]:
                 result.first_reasons.append(f"event {rej.index}: " + "; ".join(rej.reasons))
@@ -100,13 +100,3 @@ def import_file(
         if progress is not None:
             progress(done, total)
     return result
-
-
-def _as_bytes(payload: Any) -> bytes:
-    if isinstance(payload, bytes):
-        return payload
-    if isinstance(payload, str):
-        return payload.encode()
-    import orjson
-
-    return orjson.dumps(payload)

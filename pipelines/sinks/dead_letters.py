@@ -136,16 +136,19 @@ def write_rejected(
     client: redis.Redis,
     project: str,
     source: str,
-    letters: Iterable[tuple[bytes, Sequence[str], str | None]],
+    letters: Iterable[tuple[Any, Sequence[str], str | None]],
 ) -> int:
-    """Dead-letter events rejected before reaching the broker (`rillet push`); returns count."""
+    """Dead-letter events rejected before reaching the broker (`rillet push`); returns count.
+
+    A payload may be the original bytes or text, or a decoded value (encoded as JSON here).
+    """
     key = layout.dead_letter_key(project, source)
     when = iso(now_us())
     pipe = client.pipeline(transaction=False)
     count = 0
     for payload, reasons, correlation_id in letters:
         fields = {
-            "payload": payload,
+            "payload": _payload_bytes(payload),
             "reasons": orjson.dumps(list(reasons)),
             "correlation_id": correlation_id or "",
             "time": when,
@@ -157,6 +160,14 @@ def write_rejected(
         pipe.hincrby(layout.source_stats_key(project, source), "invalid", count)
         pipe.execute()
     return count
+
+
+def _payload_bytes(payload: Any) -> bytes:
+    if isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, str):
+        return payload.encode()
+    return orjson.dumps(payload)
 
 
 def _text(value: bytes | str | None) -> str:
