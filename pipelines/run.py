@@ -29,21 +29,18 @@ from pipelines.settings import PipelineSettings
 log = logging.getLogger(__name__)
 
 
-def fetch_applied(client: Any, project: str) -> tuple[Definitions, str] | None:
-    """The applied registry's definitions and content hash, or None if none is applied."""
-    from features.registry import load_applied
-
-    applied = load_applied(client, project)
-    return None if applied is None else (applied.definitions, applied.content_hash)
-
-
 def current_definitions(settings: PipelineSettings, client: Any) -> tuple[Definitions, str]:
     """The applied definitions, or the definitions directory (with a warning) if none."""
+    from features.registry import load_applied
+
+    return _or_directory(settings, load_applied(client, settings.project))
+
+
+def _or_directory(settings: PipelineSettings, applied: Any) -> tuple[Definitions, str]:
+    if applied is not None:
+        return applied.definitions, applied.content_hash
     from features.loader import load_definitions
 
-    found = fetch_applied(client, settings.project)
-    if found is not None:
-        return found
     log.warning(
         "no registry applied; using the definitions directory (run `rillet apply`)",
         extra={"definitions": str(settings.definitions), "project": settings.project},
@@ -52,11 +49,12 @@ def current_definitions(settings: PipelineSettings, client: Any) -> tuple[Defini
 
 
 def registry_plans(settings: PipelineSettings, client: Any) -> PlanSource:
-    """Follow the applied registry (one cheap hash read per poll), from `current_definitions`."""
+    """Follow the applied registry (one cheap hash read per poll); the document is read once
+    at start-up by the same watcher, not a second time on its first poll."""
     from features.registry import RegistryWatcher
 
-    definitions, version = current_definitions(settings, client)
     watcher = RegistryWatcher(client, settings.project, interval_s=0.0)
+    definitions, version = _or_directory(settings, watcher.current())
 
     def fetch() -> tuple[Definitions, str] | None:
         registry = watcher.current()
