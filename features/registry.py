@@ -191,10 +191,11 @@ class RegistryWatcher:
             if found != known:
                 self._registry = load_applied(self._client, self._project) if found else None
                 log.info("registry changed", extra={"project": self._project, "hash": found})
-        except StorageError:
+        except StorageError as exc:
             if self._registry is None:
                 raise
-            log.warning("registry check failed; keeping the current registry", exc_info=True)
+            # One line per failed poll: a Redis outage would otherwise log a traceback a second.
+            log.warning("registry check failed; keeping the current registry: %s", exc)
         self._checked = time.monotonic()
 
     def close(self) -> None:
