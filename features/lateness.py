@@ -9,8 +9,9 @@ so forgetting them changes no verdict for copies that carry the same event time.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 Verdict = Literal["accept", "late", "duplicate"]
 ACCEPT: Verdict = "accept"
@@ -50,3 +51,43 @@ class KeyLedger:
         horizon = self.max_ts - lateness
         self.seen = {eid: ts for eid, ts in self.seen.items() if ts >= horizon}
         self.prune_at = max(64, 2 * len(self.seen))
+
+
+class Judged(Protocol):
+    """What judging needs of an event (`features.schema.Event`)."""
+
+    @property
+    def key(self) -> Any: ...
+    @property
+    def ts(self) -> int: ...
+    @property
+    def eid(self) -> Any: ...
+
+
+def judge_events(
+    ledgers: dict[Any, KeyLedger], events: Sequence[Judged], lateness: int
+) -> tuple[list[int], list[int]]:
+    """Judge events in order, each by the ledger of its key (made on first sight).
+
+    Returns the positions of the accepted and of the late events; the rest are duplicates.
+
+    >>> ledgers: dict[Any, KeyLedger] = {}
+    >>> from types import SimpleNamespace as E
+    >>> judge_events(ledgers, [E(key="a", ts=100, eid=1), E(key="a", ts=100, eid=1),
+    ...                        E(key="b", ts=5, eid=1), E(key="a", ts=85, eid=2)], 10)
+    ([0, 2], [3])
+    """
+    accepted: list[int] = []
+    late: list[int] = []
+    get = ledgers.get
+    for i, event in enumerate(events):
+        key = event.key
+        ledger = get(key)
+        if ledger is None:
+            ledger = ledgers[key] = KeyLedger()
+        verdict = ledger.judge(event.ts, event.eid, lateness)
+        if verdict is ACCEPT:
+            accepted.append(i)
+        elif verdict is LATE:
+            late.append(i)
+    return accepted, late

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,14 @@ from features.coercion import coerce_column, shown
 from features.model import Column, Source
 from features.source_schema import ColumnCheck, column_checks, pandera_schema, to_series
 
-__all__ = ["CORRELATION_FIELD", "Event", "Rejected", "SourceValidator", "pandera_schema"]
+__all__ = [
+    "CORRELATION_FIELD",
+    "Event",
+    "Rejected",
+    "SourceValidator",
+    "Validated",
+    "pandera_schema",
+]
 
 CORRELATION_FIELD = "correlation_id"
 MEMO_LIMIT = 1024  # distinct accepted values remembered per column; more: always checked
@@ -45,6 +53,16 @@ class Event:
     row: dict[str, Any]  # the schema columns; timestamp columns as µs ints; None for nulls
     extra: dict[str, Any]  # fields not in the schema (kept for the offline `_extra` column)
     correlation_id: str | None
+
+
+@dataclass(slots=True)
+class Validated:
+    """A validated batch: accepted events (input order), rejects, and one typed Arrow array
+    per schema column holding the accepted events' values (aligned with `events`)."""
+
+    events: list[Event]
+    rejected: list[Rejected]
+    columns: list[pa.Array]
 
 
 @dataclass(slots=True)
@@ -80,7 +98,8 @@ class SourceValidator:
         self.schema = pandera_schema(source)
         self._states = [_ColumnState(i, c) for i, c in enumerate(source.schema)]
         self._names = tuple(c.name for c in source.schema)
-        self._known = frozenset(self._names) | {CORRELATION_FIELD}
+        self._known = frozenset(self._names)
+        self._pop_correlation = CORRELATION_FIELD not in self._known
         position = {name: i for i, name in enumerate(self._names)}
         self._ts = position[source.timestamp]
         self._eid = position[source.event_id]
@@ -88,28 +107,42 @@ class SourceValidator:
 
     def validate(self, payloads: Sequence[Any]) -> tuple[list[Event], list[Rejected]]:
         """Split a batch into accepted events (input order) and rejects with every reason."""
+        checked = self.validate_batch(payloads)
+        return checked.events, checked.rejected
+
+    def validate_batch(self, payloads: Sequence[Any]) -> Validated:
+        """`validate`, also giving the accepted events' typed columns (built anyway)."""
         objs, index, rejected, owned = _parse(payloads)
         if not objs:
-            return [], rejected
-        raw = [[o.get(name) for o in objs] for name in self._names]
+            return Validated([], rejected, [])
+        if not owned:
+            objs = list(map(dict, objs))  # the dicts become the rows: never the caller's
+        n = len(objs)
+        get = dict.get  # `map` over C methods: a column costs ~40 ns per event, not ~100
+        raw = [list(map(get, objs, repeat(name, n))) for name in self._names]
+        if self._pop_correlation:
+            cids: list[Any] = list(map(dict.pop, objs, repeat(CORRELATION_FIELD, n), repeat(None)))
+        else:
+            cids = list(raw[self._names.index(CORRELATION_FIELD)])
         reasons: dict[int, list[_Reason]] = {}
         arrays = [
             self._check_column(state, values, objs, reasons)
             for state, values in zip(self._states, raw, strict=True)
         ]
-        cids = [o.get(CORRELATION_FIELD) for o in objs]
         if not set(map(type, cids)) <= {str, _NoneType}:
             cids = self._check_correlation_ids(cids, reasons)
-        rows, extras, ts = self._rows(objs if owned else list(map(dict, objs)), arrays, raw)
+        extras, ts = self._rows(objs, arrays, raw)
         keys = list(zip(*(raw[k] for k in self._key), strict=True))
-        events = list(map(Event, index, ts, raw[self._eid], keys, rows, extras, cids))
+        events = list(map(Event, index, ts, raw[self._eid], keys, objs, extras, cids))
         if not reasons:
-            return events, rejected
+            return Validated(events, rejected, arrays)
         for row in sorted(reasons):
             texts = [text for _, _, text in sorted(reasons[row])]
             rejected.append(Rejected(index[row], payloads[index[row]], texts, cids[row]))
         rejected.sort(key=lambda r: r.index)
-        return [e for row, e in enumerate(events) if row not in reasons], rejected
+        keep = [row for row in range(n) if row not in reasons]
+        taken = pa.array(keep, pa.int64())
+        return Validated([events[row] for row in keep], rejected, [a.take(taken) for a in arrays])
 
     def _check_column(
         self,
@@ -169,8 +202,8 @@ class SourceValidator:
 
     def _rows(
         self, rows: list[dict[str, Any]], arrays: list[pa.Array], raw: list[list[Any]]
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[int]]:
-        """Turn each event's own dict into its row in place; returns rows, extras, event times.
+    ) -> tuple[list[dict[str, Any]], list[int]]:
+        """Turn each event's own dict into its row in place; returns extras and event times.
 
         Only what differs is written: timestamps (as µs), floats given as ints (or NaN),
         absent nullable columns (as None); fields beyond the schema move to `extra`.
@@ -189,24 +222,23 @@ class SourceValidator:
                     row[name] = number
             elif array.null_count:
                 for row in rows:
-                    if name not in row:
-                        row[name] = None
+                    row.setdefault(name, None)
         width = len(self._names)
+        # Every schema column is now in every accepted row (a missing one is null, and a
+        # null is filled above or rejects the row), so only a longer row has extra fields.
+        if max(map(len, rows)) <= width:
+            return [{} for _ in rows], event_times
         extras: list[dict[str, Any]] = []
         known = self._known
         for row in rows:
-            if len(row) == width:
+            if len(row) <= width:
                 extras.append({})
-            elif len(row) == width + 1 and CORRELATION_FIELD in row:
-                del row[CORRELATION_FIELD]
-                extras.append({})
-            else:
-                extra = {k: v for k, v in row.items() if k not in known}
-                for k in extra:
-                    del row[k]
-                row.pop(CORRELATION_FIELD, None)
-                extras.append(extra)
-        return rows, extras, event_times
+                continue
+            extra = {k: v for k, v in row.items() if k not in known}
+            for k in extra:
+                del row[k]
+            extras.append(extra)
+        return extras, event_times
 
 
 def _parse(

@@ -1,8 +1,8 @@
 """Decode and validate one raw batch, then split the accepted events by ledger shard.
 
 This is the pipeline's only schema step: JSON decoding with orjson, one batch validation
-with the source's pandera schema, and a single pass that routes each event to the ledger
-shard of its source key (a stable crc32, never Python's `hash`).
+with the source's pandera schema, and a split of the accepted events by the ledger shard
+of their source key (a stable crc32, never Python's `hash`).
 """
 
 from __future__ import annotations
@@ -12,13 +12,18 @@ import zlib
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+
 from features import layout
+from features.model import Source
 from pipelines.plan import PlanSource
 from pipelines.records import DeadLetter, DeadLetterBatch, RawBatch, ShardBatch
+from pipelines.sinks.parquet_log import columns_to_table
 
 log = logging.getLogger(__name__)
 
 LEDGER_SHARDS = 16  # part of the recovery state schema: never change on a live recovery dir
+SHARD_CACHE = 500_000  # source keys whose shard the decoder remembers (then starts over)
 SCHEMA_STAGE = "schema"
 LATE_STAGE = "late"
 
@@ -28,20 +33,21 @@ def shard_of(values: Any, shards: int) -> int:
     return zlib.crc32(layout.entity_id(values).encode()) % shards
 
 
-def _index(event: Any) -> int:
-    return int(event.index)
-
-
 def shard_name(shard: int) -> str:
     """The Bytewax state key of a shard."""
     return f"{shard:02d}"
 
 
 class Decoder:
-    """The `validate` step: `RawBatch` → dead letters and `(shard, ShardBatch)` items."""
+    """The `validate` step: `RawBatch` → dead letters and `(shard, ShardBatch)` items.
+
+    Each `ShardBatch` also carries its events' Parquet log table, cut from one table the
+    decoder builds per batch out of the validator's typed columns.
+    """
 
     def __init__(self, plans: PlanSource) -> None:
         self.plans = plans
+        self._shards: dict[str, dict[tuple[Any, ...], int]] = {}  # per source: key → shard
 
     def __call__(self, batch: RawBatch) -> Iterator[Any]:
         plan = self.plans.current()
@@ -52,34 +58,69 @@ class Decoder:
                 extra={"source": batch.source, "events": len(batch.payloads)},
             )
             return
-        events, rejected = source_plan.validator.validate(batch.payloads)
-        events.sort(key=_index)
-        letters = [
-            DeadLetter(
-                batch.positions[rej.index],
-                batch.payloads[rej.index],
-                list(rej.reasons),
-                rej.correlation_id,
-            )
-            for rej in rejected
-        ]
-        if letters:
+        checked = source_plan.validator.validate_batch(batch.payloads)
+        events = checked.events  # in input order
+        payloads, ingested, positions = batch.payloads, batch.ingested, batch.positions
+        if checked.rejected:
+            letters = [
+                DeadLetter(
+                    positions[rej.index], payloads[rej.index], list(rej.reasons), rej.correlation_id
+                )
+                for rej in checked.rejected
+            ]
             letters.sort(key=lambda d: d.position)
             mark = f"{SCHEMA_STAGE}:{batch.part}"
             yield DeadLetterBatch(batch.source, mark, SCHEMA_STAGE, letters)
-        if not events:
+            if not events:
+                return
+            rows = [e.index for e in events]
+            payloads = list(map(payloads.__getitem__, rows))
+            ingested = list(map(ingested.__getitem__, rows))
+            positions = list(map(positions.__getitem__, rows))
+        table = columns_to_table(source_plan.source, checked.columns, events, ingested)
+        shards = self._shards_of(source_plan.source, [e.key for e in events])
+        first = shards[0]
+        if shards.count(first) == len(shards):
+            yield (
+                shard_name(first),
+                ShardBatch(
+                    batch.source, batch.part, first, events, payloads, ingested, positions, table
+                ),
+            )
             return
-        shards: dict[int, ShardBatch] = {}
-        crc32, entity_id = zlib.crc32, layout.entity_id
-        for event in events:
-            i = event.index
-            shard = crc32(entity_id(event.key).encode()) % LEDGER_SHARDS
-            out = shards.get(shard)
-            if out is None:
-                out = shards[shard] = ShardBatch(batch.source, batch.part, shard)
-            out.events.append(event)
-            out.payloads.append(batch.payloads[i])
-            out.ingested.append(batch.ingested[i])
-            out.positions.append(batch.positions[i])
-        for shard, out in shards.items():
+        numbers = np.array(shards, dtype=np.int64)
+        order = np.argsort(numbers, kind="stable")  # keeps broker order within a shard
+        table = table.take(order)  # one take; each shard's rows are then a zero-copy slice
+        start = 0
+        for chunk in np.split(order, np.flatnonzero(np.diff(numbers[order])) + 1):
+            rows = chunk.tolist()
+            shard = shards[rows[0]]
+            out = ShardBatch(
+                batch.source,
+                batch.part,
+                shard,
+                list(map(events.__getitem__, rows)),
+                list(map(payloads.__getitem__, rows)),
+                list(map(ingested.__getitem__, rows)),
+                list(map(positions.__getitem__, rows)),
+                table.slice(start, len(rows)),
+            )
+            start += len(rows)
             yield (shard_name(shard), out)
+
+    def _shards_of(self, source: Source, keys: list[tuple[Any, ...]]) -> list[int]:
+        """The ledger shard of each source key, remembered (`shard_of` costs ~0.6 µs).
+
+        Not for float keys: `0.0 == -0.0` as dict keys, yet their entity ids differ.
+        """
+        if any(source.columns[k].dtype == "float" for k in source.key):
+            return [shard_of(key, LEDGER_SHARDS) for key in keys]
+        cache = self._shards.setdefault(source.name, {})
+        if len(cache) > SHARD_CACHE:
+            cache.clear()
+        shards: list[Any] = list(map(cache.get, keys))
+        if None in shards:
+            for i, shard in enumerate(shards):
+                if shard is None:
+                    shards[i] = cache[keys[i]] = shard_of(keys[i], LEDGER_SHARDS)
+        return shards

@@ -12,7 +12,7 @@ from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
 
-from features.lateness import ACCEPT, LATE, KeyLedger
+from features.lateness import KeyLedger, judge_events
 from pipelines.decoding import LATE_STAGE
 from pipelines.plan import PlanSource
 from pipelines.records import AcceptedBatch, Counts, DeadLetter, DeadLetterBatch, ShardBatch
@@ -38,43 +38,47 @@ class LedgerShard(StatefulBatchLogic[ShardBatch, Any, bytes]):
             source_plan = plan.sources.get(batch.source)
             if source_plan is None:
                 continue
-            lateness = source_plan.source.allowed_lateness
             ledgers = self.ledgers.setdefault(batch.source, {})
             counts = self.counts.setdefault(batch.source, [0, 0])
-            accepted: list[Any] = []
-            ingested: list[int] = []
-            positions: list[Any] = []
-            late: list[DeadLetter] = []
-            duplicates = 0
-            for i, event in enumerate(batch.events):
-                ledger = ledgers.get(event.key)
-                if ledger is None:
-                    ledger = ledgers[event.key] = KeyLedger()
-                verdict = ledger.judge(event.ts, event.eid, lateness)
-                if verdict == ACCEPT:
-                    accepted.append(event)
-                    ingested.append(batch.ingested[i])
-                    positions.append(batch.positions[i])
-                elif verdict == LATE:
-                    late.append(
-                        DeadLetter(
-                            batch.positions[i], batch.payloads[i], ["late"], event.correlation_id
-                        )
-                    )
-                else:
-                    duplicates += 1
+            events = batch.events
+            accepted, late = judge_events(ledgers, events, source_plan.source.allowed_lateness)
             counts[0] += len(accepted)
-            counts[1] += duplicates
+            counts[1] += len(events) - len(accepted) - len(late)
             touched.add(batch.source)
-            if accepted:
+            if len(accepted) == len(events):
                 out.append(
                     AcceptedBatch(
-                        batch.source, self.shard, batch.part, accepted, ingested, positions
+                        batch.source,
+                        self.shard,
+                        batch.part,
+                        events,
+                        batch.ingested,
+                        batch.positions,
+                        batch.table,
+                    )
+                )
+            elif accepted:
+                table = batch.table
+                out.append(
+                    AcceptedBatch(
+                        batch.source,
+                        self.shard,
+                        batch.part,
+                        list(map(events.__getitem__, accepted)),
+                        list(map(batch.ingested.__getitem__, accepted)),
+                        list(map(batch.positions.__getitem__, accepted)),
+                        None if table is None else table.take(accepted),
                     )
                 )
             if late:
+                letters = [
+                    DeadLetter(
+                        batch.positions[i], batch.payloads[i], ["late"], events[i].correlation_id
+                    )
+                    for i in late
+                ]
                 mark = f"{LATE_STAGE}:{batch.part}:{self.shard:02d}"
-                out.append(DeadLetterBatch(batch.source, mark, LATE_STAGE, late))
+                out.append(DeadLetterBatch(batch.source, mark, LATE_STAGE, letters))
         for source in sorted(touched):
             applied, duplicates = self.counts[source]
             out.append(Counts(source, self.shard, applied, duplicates))

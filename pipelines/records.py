@@ -66,6 +66,7 @@ class ShardBatch:
     payloads: list[bytes] = field(default_factory=list)
     ingested: list[int] = field(default_factory=list)
     positions: list[Position] = field(default_factory=list)
+    table: Any = None  # the events' Arrow table in the log schema, if the decoder built it
 
 
 @dataclass(slots=True)
@@ -79,6 +80,7 @@ class AcceptedBatch:
     events: list[Any]
     ingested: list[int]
     positions: list[Position]
+    table: Any = None  # the events' Arrow table in the log schema (`parquet_log.log_table`)
 
 
 @dataclass(slots=True)

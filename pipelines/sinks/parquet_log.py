@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from itertools import repeat
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -68,21 +69,73 @@ def log_schema(source: Source) -> pa.Schema:
 def events_to_table(
     source: Source, events: Sequence[LogEvent], ingested_at: Sequence[int]
 ) -> pa.Table:
-    """Accepted events (timestamps in µs) as a table in the log schema."""
-    schema = log_schema(source)
-    columns: list[pa.Array] = []
-    for col in source.schema:
-        name = col.name
-        columns.append(pa.array([e.row.get(name) for e in events], type=ARROW_TYPES[col.dtype]))
-    columns.append(pa.array([e.eid for e in events], type=schema.field("_event_id").type))
-    columns.append(pa.array([e.ts for e in events], type=TS_TYPE))
-    columns.append(pa.array(ingested_at, type=TS_TYPE))
-    columns.append(pa.array([e.correlation_id for e in events], type=pa.string()))
-    dumps = orjson.dumps  # most events carry no extra columns: no encoding for those
-    columns.append(
-        pa.array([dumps(e.extra).decode() if e.extra else "{}" for e in events], type=pa.string())
+    """Accepted events (timestamps in µs) as a table in the log schema, from their rows."""
+    get = dict.get
+    rows = [e.row for e in events]
+    columns = [
+        pa.array(list(map(get, rows, repeat(col.name))), type=ARROW_TYPES[col.dtype])
+        for col in source.schema
+    ]
+    eid_type = ARROW_TYPES[source.columns[source.event_id].dtype]
+    return _with_log_columns(
+        source,
+        columns,
+        pa.array([e.eid for e in events], type=eid_type),
+        pa.array([e.ts for e in events], type=TS_TYPE),
+        ingested_at,
+        events,
     )
-    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def columns_to_table(
+    source: Source,
+    columns: Sequence[pa.Array],
+    events: Sequence[LogEvent],
+    ingested_at: Sequence[int],
+) -> pa.Table:
+    """The same table as `events_to_table`, reusing the typed schema columns the validator
+    built for these events (`features.schema.Validated.columns`): no per-row gathering."""
+    by_name = dict(zip((c.name for c in source.schema), columns, strict=True))
+    return _with_log_columns(
+        source,
+        list(columns),
+        by_name[source.event_id],
+        by_name[source.timestamp],
+        ingested_at,
+        events,
+    )
+
+
+def _with_log_columns(
+    source: Source,
+    columns: list[pa.Array],
+    event_ids: pa.Array,
+    event_times: pa.Array,
+    ingested_at: Sequence[int],
+    events: Sequence[LogEvent],
+) -> pa.Table:
+    """The schema columns plus the underscore columns, as a table in the log schema."""
+    extras = [e.extra for e in events]
+    if any(extras):
+        dumps = orjson.dumps
+        extra = pa.array([dumps(x).decode() if x else "{}" for x in extras], type=pa.string())
+    else:  # most events carry no extra columns: no encoding for those
+        extra = pa.repeat(pa.scalar("{}", pa.string()), len(extras))
+    columns += [
+        event_ids,
+        event_times,
+        pa.array(ingested_at, type=TS_TYPE),
+        pa.array([e.correlation_id for e in events], type=pa.string()),
+        extra,
+    ]
+    return pa.Table.from_arrays(columns, schema=log_schema(source))
+
+
+def log_table(source: Source, batch: Any) -> pa.Table:
+    """The log table of an `AcceptedBatch`: the one the decoder built, else from its events."""
+    if batch.table is not None:
+        return batch.table
+    return events_to_table(source, batch.events, batch.ingested)
 
 
 def write_table_atomic(path: Path, table: pa.Table, durable: bool = False) -> None:

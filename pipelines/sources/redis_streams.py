@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from features import layout
 from pipelines.plan import PlanSource
-from pipelines.records import LagReport, RawBatch
+from pipelines.records import LagReport, Position, RawBatch
 from pipelines.sinks.redis_bulk import call_raw
 
 if TYPE_CHECKING:
@@ -37,6 +38,24 @@ def _field(fields: list[bytes], name: bytes) -> bytes:
         if fields[i] == name:
             return fields[i + 1]
     return b""
+
+
+def _columns(entries: list[Any]) -> tuple[list[Position], list[int], list[bytes]]:
+    """Positions, ingest times (µs) and payloads of raw XREAD entries, column by column.
+
+    `(major, minor)` come from one split of all ids; the payload is the `d` field.
+    """
+    ids = list(map(itemgetter(0), entries))
+    parts = b"-".join(ids).split(b"-")
+    majors = list(map(int, parts[0::2]))
+    positions = list(zip(majors, map(int, parts[1::2]), strict=True))
+    ingested = [ms * 1000 for ms in majors]
+    fields = list(map(itemgetter(1), entries))
+    if set(map(len, fields)) == {2} and set(map(itemgetter(0), fields)) == {b"d"}:
+        payloads = list(map(itemgetter(1), fields))  # the producers' only field
+    else:
+        payloads = [_field(f, b"d") for f in fields]
+    return positions, ingested, payloads
 
 
 def _ms(entry_id: bytes | str) -> int:
@@ -87,12 +106,7 @@ class _StreamPartition(StatefulSourcePartition[Any, State]):
             if not entries:
                 continue
             topic = streams[stream.decode()]
-            positions, ingested, payloads = [], [], []
-            for entry_id, fields in entries:
-                ms, _, seq = entry_id.partition(b"-")
-                positions.append((int(ms), int(seq)))
-                ingested.append(int(ms) * 1000)
-                payloads.append(_field(fields, b"d"))
+            positions, ingested, payloads = _columns(entries)
             last = entries[-1][0]
             self.ids[topic] = last.decode() if isinstance(last, bytes) else last
             self.read[topic] = self.read.get(topic, 0) + len(entries)

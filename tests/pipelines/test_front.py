@@ -1,0 +1,129 @@
+"""The pipeline's front half step by step, without Bytewax: read, decode, judge, log table.
+
+Its batch-wise shortcuts (one split of the XREAD ids, a log table built from the
+validator's columns and cut per shard, index-based judging) are held equal to the
+plain per-event forms: `events_to_table` over the events' rows, `shard_of` per key and
+`KeyLedger.judge` per event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import redis
+
+from features import layout
+from features.durations import now_us
+from features.lateness import KeyLedger
+from pipelines.decoding import LEDGER_SHARDS, Decoder, shard_name, shard_of
+from pipelines.judging import LedgerShard
+from pipelines.plan import PlanSource
+from pipelines.records import AcceptedBatch, Counts, DeadLetterBatch, RawBatch, ShardBatch
+from pipelines.sinks.parquet_log import events_to_table, log_table
+from pipelines.sources.redis_streams import RedisStreamSource
+from tests.pipelines.scenario import PROJECT, definitions, generate
+
+
+def _raw_batches(source: str) -> tuple[PlanSource, list[RawBatch]]:
+    """The scenario's events of one source (invalid, late, duplicate ones too) as raw batches."""
+    defs = definitions()
+    work = generate(defs, now_us(), n_txns=600, n_clicks=600, seed=3)
+    payloads = [
+        s.payload if isinstance(s.payload, bytes) else orjson.dumps(s.payload)
+        for s in work.sent
+        if s.source == source
+    ]
+    batches = []
+    for start in range(0, len(payloads), 250):
+        chunk = payloads[start : start + 250]
+        positions = [(1_000 + start + i, i % 3) for i in range(len(chunk))]
+        ingested = [p[0] * 1000 for p in positions]
+        batches.append(RawBatch(source, "redis:0", positions, ingested, chunk))
+    return PlanSource(defs), batches
+
+
+def test_decoder_splits_by_shard_in_order_with_each_shard_s_log_table() -> None:
+    for name in ("txns", "clicks"):
+        plans, raws = _raw_batches(name)
+        source = plans.current().sources[name]
+        decoder = Decoder(plans)
+        for raw in raws:
+            events, rejected = source.validator.validate(raw.payloads)
+            out = list(decoder(raw))
+            letters = [x for x in out if isinstance(x, DeadLetterBatch)]
+            assert [d.position for b in letters for d in b.letters] == [
+                raw.positions[r.index] for r in rejected
+            ]
+            shards = [x for x in out if isinstance(x, tuple)]
+            got = {e.index for _, b in shards for e in b.events}
+            assert got == {e.index for e in events}
+            for key, batch in shards:
+                assert isinstance(batch, ShardBatch) and key == shard_name(batch.shard)
+                rows = [e.index for e in batch.events]
+                assert rows == sorted(rows)  # broker order within the shard
+                assert {shard_of(e.key, LEDGER_SHARDS) for e in batch.events} == {batch.shard}
+                assert batch.payloads == [raw.payloads[i] for i in rows]
+                assert batch.positions == [raw.positions[i] for i in rows]
+                assert batch.ingested == [raw.ingested[i] for i in rows]
+                want = events_to_table(source.source, batch.events, batch.ingested)
+                assert batch.table.equals(want)
+
+
+def test_judge_keeps_each_accepted_event_with_its_position_and_log_row() -> None:
+    plans, raws = _raw_batches("txns")
+    decoder = Decoder(plans)
+    logics: dict[str, LedgerShard] = {}
+    ledgers: dict[Any, KeyLedger] = {}  # the per-event reference
+    source = plans.current().sources["txns"].source
+    verdicts: dict[str, int] = {"accept": 0, "late": 0, "duplicate": 0}
+    for raw in raws:
+        for key, batch in (x for x in decoder(raw) if isinstance(x, tuple)):
+            logic = logics.setdefault(key, LedgerShard(plans, None, True))
+            out, _ = logic.on_batch([batch])
+            expected = []
+            for event in batch.events:
+                verdict = ledgers.setdefault(event.key, KeyLedger()).judge(
+                    event.ts, event.eid, source.allowed_lateness
+                )
+                verdicts[verdict] += 1
+                expected.append(verdict)
+            accepted = [b for b in out if isinstance(b, AcceptedBatch)]
+            late = [b for b in out if isinstance(b, DeadLetterBatch)]
+            want = [i for i, v in enumerate(expected) if v == "accept"]
+            got = accepted[0] if accepted else None
+            assert (got.events if got else []) == [batch.events[i] for i in want]
+            if got:
+                assert got.positions == [batch.positions[i] for i in want]
+                assert got.ingested == [batch.ingested[i] for i in want]
+                want_table = events_to_table(source, got.events, got.ingested)
+                assert log_table(source, got).equals(want_table)
+            want_late = [i for i, v in enumerate(expected) if v == "late"]
+            assert [(d.position, d.payload, d.correlation_id) for b in late for d in b.letters] == [
+                (batch.positions[i], batch.payloads[i], batch.events[i].correlation_id)
+                for i in want_late
+            ]
+            (counts,) = [c for c in out if isinstance(c, Counts)]
+            assert counts.shard == batch.shard
+    assert verdicts["late"] and verdicts["duplicate"]
+    applied = sum(logic.counts["txns"][0] for logic in logics.values())
+    duplicates = sum(logic.counts["txns"][1] for logic in logics.values())
+    assert (applied, duplicates) == (verdicts["accept"], verdicts["duplicate"])
+
+
+def test_stream_source_reads_payloads_positions_and_ingest_times(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    plans = PlanSource(definitions())
+    key = layout.stream_key(PROJECT, "txns", 0)
+    ids = [redis_client.xadd(key, {"d": orjson.dumps({"n": i})}) for i in range(5)]
+    ids.append(redis_client.xadd(key, {"x": b"1", "d": b"{}"}))  # other fields: still read
+    ids.append(redis_client.xadd(key, {"x": b"1"}))  # no payload: empty (a dead letter)
+    source = RedisStreamSource(redis_url, PROJECT, 1, plans, count=100, until_idle=True)
+    part = source.build_part("read", "0", None)
+    (batch,) = [b for b in part.next_batch() if isinstance(b, RawBatch)]
+    want = [tuple(int(x) for x in i.decode().split("-")) for i in ids]
+    assert batch.positions == want
+    assert batch.ingested == [ms * 1000 for ms, _ in want]
+    assert batch.payloads == [orjson.dumps({"n": i}) for i in range(5)] + [b"{}", b""]
+    part.close()
