@@ -61,6 +61,7 @@ class ViewRead:
     out_keys: tuple[str, ...]
     empty: tuple[Any, ...]
     stamps: tuple[str, ...]  # output keys whose values are timestamps (rendered as ISO)
+    horizon: Mapping[int, int]  # tile size -> the largest window read (`read_horizon`)
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,7 @@ class CompiledRegistry:
                     tuple(f"{view_name}:{n}" for n in names),
                     tuple(empty[n] for n in names),
                     tuple(f"{view_name}:{n}" for n in names if n in served.timestamp_features),
+                    served.tiler.read_horizon(names),
                 )
             )
         features = tuple(str(r) for r in resolved)
