@@ -20,8 +20,10 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from pandera.pandas import Check
 
 from features.coercion import coerce_column, shown
 from features.model import Column, Source
@@ -63,6 +65,10 @@ class Validated:
     events: list[Event]
     rejected: list[Rejected]
     columns: list[pa.Array]
+    # Fields of `events` again, so batch-wise callers need not visit each event.
+    keys: list[tuple[Any, ...]]
+    extras: list[dict[str, Any]]
+    correlation_ids: list[str | None]
 
 
 @dataclass(slots=True)
@@ -85,6 +91,8 @@ class _ColumnState:
         self.column = column
         self.checks: list[ColumnCheck] = column_checks(column)
         self.memo: set[Any] | None = {None} if self.checks else None
+        if self.checks:  # registers pandera's pandas check functions (done on a first check)
+            Check.get_backend(pd.Series(dtype="float64"))
 
 
 class SourceValidator:
@@ -114,7 +122,7 @@ class SourceValidator:
         """`validate`, also giving the accepted events' typed columns (built anyway)."""
         objs, index, rejected, owned = _parse(payloads)
         if not objs:
-            return Validated([], rejected, [])
+            return Validated([], rejected, [], [], [], [])
         if not owned:
             objs = list(map(dict, objs))  # the dicts become the rows: never the caller's
         n = len(objs)
@@ -135,14 +143,21 @@ class SourceValidator:
         keys = list(zip(*(raw[k] for k in self._key), strict=True))
         events = list(map(Event, index, ts, raw[self._eid], keys, objs, extras, cids))
         if not reasons:
-            return Validated(events, rejected, arrays)
+            return Validated(events, rejected, arrays, keys, extras, cids)
         for row in sorted(reasons):
             texts = [text for _, _, text in sorted(reasons[row])]
             rejected.append(Rejected(index[row], payloads[index[row]], texts, cids[row]))
         rejected.sort(key=lambda r: r.index)
         keep = [row for row in range(n) if row not in reasons]
         taken = pa.array(keep, pa.int64())
-        return Validated([events[row] for row in keep], rejected, [a.take(taken) for a in arrays])
+        return Validated(
+            [events[row] for row in keep],
+            rejected,
+            [a.take(taken) for a in arrays],
+            [keys[row] for row in keep],
+            [extras[row] for row in keep],
+            [cids[row] for row in keep],
+        )
 
     def _check_column(
         self,
@@ -173,12 +188,11 @@ class SourceValidator:
         series = to_series(column, array)
         passed = True
         for order, check in enumerate(state.checks):
-            result = check.check(series)
-            if result.check_passed:
+            failing = _failing_rows(check.check, series)
+            if not failing:
                 continue
             passed = False
-            output = result.check_output
-            for row in output.index[~output.to_numpy(dtype=bool)].tolist():
+            for row in failing:
                 text = check.reason(column.name, values[row])
                 reasons.setdefault(row, []).append((state.pos, order, text))
         if passed and distinct is not None and memo is not None:
@@ -239,6 +253,33 @@ class SourceValidator:
                 del row[k]
             extras.append(extra)
         return extras, event_times
+
+
+def _failing_rows(check: Check, series: pd.Series) -> list[int]:
+    """The rows of `series` that fail `check`, exactly as pandera's `Check` finds them.
+
+    For a plain builtin check this runs what pandera's pandas backend runs (drop nulls for
+    `ignore_na`, then the builtin function over the column) without its failure-case
+    report, which costs more than the check itself.
+    """
+    name = getattr(check._check_fn, "__name__", None)
+    if (
+        name is None
+        or not check.is_builtin_check(name)
+        or check.groupby is not None
+        or check.element_wise
+        or not check.ignore_na
+    ):
+        result = check(series)
+        if result.check_passed:
+            return []
+        output = result.check_output
+        return list(output.index[~output.to_numpy(dtype=bool)].tolist())
+    checked = series.dropna() if series.hasnans else series
+    passed = check.get_builtin_check_fn(name)(checked, **check._check_kwargs).to_numpy(dtype=bool)
+    if passed.all():
+        return []
+    return list(checked.index[~passed].tolist())
 
 
 def _parse(

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,15 @@ def shard_of(values: Any, shards: int) -> int:
 def shard_name(shard: int) -> str:
     """The Bytewax state key of a shard."""
     return f"{shard:02d}"
+
+
+def _picker(rows: list[int]) -> Callable[[Sequence[Any]], list[Any]]:
+    """A function taking the items at `rows` of a sequence into a list (`itemgetter` in C)."""
+    if len(rows) == 1:
+        row = rows[0]
+        return lambda seq: [seq[row]]
+    get = itemgetter(*rows)
+    return lambda seq: list(get(seq))
 
 
 class Decoder:
@@ -77,8 +87,8 @@ class Decoder:
             payloads = list(map(payloads.__getitem__, rows))
             ingested = list(map(ingested.__getitem__, rows))
             positions = list(map(positions.__getitem__, rows))
-        table = columns_to_table(source_plan.source, checked.columns, events, ingested)
-        shards = self._shards_of(source_plan.source, [e.key for e in events])
+        table = columns_to_table(source_plan.source, checked, ingested)
+        shards = self._shards_of(source_plan.source, checked.keys)
         first = shards[0]
         if shards.count(first) == len(shards):
             yield (
@@ -95,14 +105,15 @@ class Decoder:
         for chunk in np.split(order, np.flatnonzero(np.diff(numbers[order])) + 1):
             rows = chunk.tolist()
             shard = shards[rows[0]]
+            pick = _picker(rows)
             out = ShardBatch(
                 batch.source,
                 batch.part,
                 shard,
-                list(map(events.__getitem__, rows)),
-                list(map(payloads.__getitem__, rows)),
-                list(map(ingested.__getitem__, rows)),
-                list(map(positions.__getitem__, rows)),
+                pick(events),
+                pick(payloads),
+                pick(ingested),
+                pick(positions),
                 table.slice(start, len(rows)),
             )
             start += len(rows)

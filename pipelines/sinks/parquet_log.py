@@ -9,6 +9,7 @@ the log holds every accepted event once and never a partial file.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Sequence
@@ -52,6 +53,7 @@ def log_dir(root: Path | str, source_name: str) -> Path:
     return Path(root) / source_name
 
 
+@functools.lru_cache(maxsize=256)
 def log_schema(source: Source) -> pa.Schema:
     """The Arrow schema of a source's log: schema columns, then the underscore columns."""
     fields = [pa.field(c.name, ARROW_TYPES[c.dtype], nullable=c.nullable) for c in source.schema]
@@ -83,26 +85,23 @@ def events_to_table(
         pa.array([e.eid for e in events], type=eid_type),
         pa.array([e.ts for e in events], type=TS_TYPE),
         ingested_at,
-        events,
+        [e.correlation_id for e in events],
+        [e.extra for e in events],
     )
 
 
-def columns_to_table(
-    source: Source,
-    columns: Sequence[pa.Array],
-    events: Sequence[LogEvent],
-    ingested_at: Sequence[int],
-) -> pa.Table:
-    """The same table as `events_to_table`, reusing the typed schema columns the validator
-    built for these events (`features.schema.Validated.columns`): no per-row gathering."""
-    by_name = dict(zip((c.name for c in source.schema), columns, strict=True))
+def columns_to_table(source: Source, checked: Any, ingested_at: Sequence[int]) -> pa.Table:
+    """The same table as `events_to_table` for a validated batch, from the typed schema
+    columns the validator built (`features.schema.Validated`): no per-event gathering."""
+    by_name = dict(zip((c.name for c in source.schema), checked.columns, strict=True))
     return _with_log_columns(
         source,
-        list(columns),
+        list(checked.columns),
         by_name[source.event_id],
         by_name[source.timestamp],
         ingested_at,
-        events,
+        checked.correlation_ids,
+        checked.extras,
     )
 
 
@@ -112,10 +111,10 @@ def _with_log_columns(
     event_ids: pa.Array,
     event_times: pa.Array,
     ingested_at: Sequence[int],
-    events: Sequence[LogEvent],
+    correlation_ids: Sequence[str | None],
+    extras: Sequence[dict[str, Any]],
 ) -> pa.Table:
     """The schema columns plus the underscore columns, as a table in the log schema."""
-    extras = [e.extra for e in events]
     if any(extras):
         dumps = orjson.dumps
         extra = pa.array([dumps(x).decode() if x else "{}" for x in extras], type=pa.string())
@@ -125,7 +124,7 @@ def _with_log_columns(
         event_ids,
         event_times,
         pa.array(ingested_at, type=TS_TYPE),
-        pa.array([e.correlation_id for e in events], type=pa.string()),
+        pa.array(correlation_ids, type=pa.string()),
         extra,
     ]
     return pa.Table.from_arrays(columns, schema=log_schema(source))
