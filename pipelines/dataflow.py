@@ -6,10 +6,12 @@ read ─┬─ lag reports ─────────────────�
                    └─ judge (per source-key shard) ─┬─ late ──────┴→ dead_letters
                                                     ├─ counts ───────→ stats
                                                     └─ accepted ─┬─→ log (Parquet)
-                                                                 └─ route → tiles → online
+                                                                 └─ route → tiles ⇢ online
 ```
-Every item is a batch (notes §9). The stateful step ids `judge` and `tiles` are the
-recovery state schema: renaming them silently orphans state, so never do.
+Every item is a batch (notes §9). The `tiles` step writes Redis itself (⇢) through its
+worker's pipelined connection, drained before each epoch commits (pipelines/tiling.py). The
+stateful step ids `judge` and `tiles` are the recovery state schema: renaming them silently
+orphans state, so never do.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pipelines.plan import PlanSource
 from pipelines.records import AcceptedBatch, Counts, DeadLetterBatch, LagReport, LogBatch
 from pipelines.sinks.dead_letters import DeadLetterSink
 from pipelines.sinks.parquet_log import ParquetLogSink, events_to_table
-from pipelines.sinks.redis_tiles import RedisTileSink
+from pipelines.sinks.redis_writer import connection_for
 from pipelines.stats import StatsSink
 from pipelines.tiling import TILE_SHARDS, TileRouter, TileShard
 
@@ -101,14 +103,11 @@ def build_flow(
     client = redis.Redis.from_url(outputs.redis_url)  # thread-safe pool for the tile cache
     per_shard = max(1, outputs.tile_cache // TILE_SHARDS)
     routed = op.flat_map("route", accepted, TileRouter(plans))
-    tiles = op.stateful_batch(
+    op.stateful_batch(
         "tiles",
         routed,
-        lambda resume: TileShard(plans, outputs.project, client, resume, per_shard),
-    )
-    op.output(
-        "online",
-        op.key_rm("unkey_tiles", tiles),
-        RedisTileSink(outputs.redis_url, outputs.project),
+        lambda resume: TileShard(
+            plans, outputs.project, client, connection_for(outputs.redis_url), resume, per_shard
+        ),
     )
     return flow

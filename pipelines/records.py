@@ -109,15 +109,3 @@ class Counts:
     shard: int
     applied: int
     duplicates: int
-
-
-@dataclass(slots=True)
-class TileBatch:
-    """Tile writes of one tile shard: RESP-packed hot-path commands (`packed`, `commands` of
-    them), other writes, entity ids per HyperLogLog key, and the newest event time per view."""
-
-    packed: list[bytes] = field(default_factory=list)
-    commands: int = 0
-    writes: list[Any] = field(default_factory=list)
-    entities: dict[str, list[str]] = field(default_factory=dict)
-    freshness: dict[str, int] = field(default_factory=dict)

@@ -6,18 +6,21 @@ of each (view, entity) is the state: every batch writes the absolute tiles it ch
 in `m`, the newest origin position applied per (origin partition, ledger shard) (`pos`)
 and the view's version (`v`). The shard keeps those hashes in a bounded cache and loads a
 missing entity from Redis before applying to it; after a crash, replayed events at or
-before an entity's `pos` are skipped, so nothing is applied twice. Bytewax snapshots
-therefore stay tiny (the set of entities with events later than the clock), which keeps
-epoch closes short and freshness steady. Pending events are folded when a notification
-fires; a periodic sweep prunes tiles no window can read and evicts the least recently
-used entities.
+before an entity's `pos` are skipped, so nothing is applied twice.
+
+The step writes through its worker's `TileConnection` without waiting for the replies, so
+Redis applies a batch while the step computes the next one. `snapshot()` drains the
+replies: Bytewax commits an epoch only after its tiles are in Redis. Bytewax snapshots
+stay tiny (the set of entities with events later than the clock), which keeps epoch closes
+short and freshness steady. Pending events are folded when a notification fires; a
+periodic sweep prunes tiles no window can read.
 """
 
 from __future__ import annotations
 
 import pickle
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -27,13 +30,14 @@ from bytewax.operators import StatefulBatchLogic
 
 from features import layout
 from features.durations import US_PER_S, from_us, now_us
-from features.tiles import EntityTiles
-from pipelines.decoding import shard_name
-from pipelines.plan import PlanSource, ViewRoute
-from pipelines.records import AcceptedBatch, Position, TileBatch, TileInput
-from pipelines.sinks.redis_bulk import fetch_raw
-from pipelines.sinks.redis_bulk import pack_one as _pack
-from pipelines.sinks.redis_tiles import TileWrite, pack_stream_write
+from features.tiles import EntityTiles, TileKey
+from pipelines.decoding import LEDGER_SHARDS, shard_name
+from pipelines.plan import Plan, PlanSource, ViewRoute
+from pipelines.records import AcceptedBatch, Position, TileInput
+from pipelines.sinks.redis_bulk import fetch_raw, pack_one
+from pipelines.sinks.redis_tiles import bulk, expiry_command, meta_head, pack_stream_write
+from pipelines.sinks.redis_writer import TileConnection
+from pipelines.stats import StatsWriter
 
 if TYPE_CHECKING:
     import redis
@@ -41,6 +45,9 @@ if TYPE_CHECKING:
 TILE_SHARDS = 16  # Bytewax state keys of this step (its state is small: safe to change)
 SWEEP_US = 300 * US_PER_S
 PRUNE_ABOVE = 8  # tiles per tile size an entity may hold before a write prunes it
+_MIN = -(2**63)
+# A view keyed like its source reuses the ledger shard, which hashes the same entity id.
+_SAME_SHARDS = TILE_SHARDS == LEDGER_SHARDS
 
 
 @dataclass(slots=True)
@@ -48,10 +55,17 @@ class Cached:
     """One (view, entity) as the online store holds it, plus what the writer needs."""
 
     state: EntityTiles
+    eid: str
     keys: tuple[Any, ...]
+    key: bytes  # the hash key as a RESP bulk string
+    head: bytes  # `redis_tiles.meta_head`: the fixed start of `m`
     marks: dict[str, Position] = field(default_factory=dict)
     fresh: bool = True  # absent from Redis when loaded: count it in the HyperLogLog
     reset: bool = False  # Redis held another version of the view: delete before writing
+    stored_pending: bool = False  # Redis holds a non-empty `p`
+    changed: set[TileKey] | None = None  # tiles changed by the batch being applied
+    previous_max_ts: int | None = None  # `max_ts` before that batch
+    used: int = 0  # the shard's batch number of the last use (eviction order)
 
 
 class TileRouter:
@@ -71,56 +85,67 @@ class TileRouter:
         shards: dict[int, TileInput] = {}
         crc32, entity_id = zlib.crc32, layout.entity_id
         positions = batch.positions
+        source_key = source_plan.source.key
         # Positions only grow within one origin partition *and* one ledger shard (shards
         # reach this step interleaved), so that pair names the replay guard's stream.
         stream = f"{batch.part}#{batch.shard}"
         for join_keys, names in by_keys.items():
             group = tuple(names)
+            if _SAME_SHARDS and join_keys == source_key:
+                # The entity is the source key: every event is in the ledger shard's tile
+                # shard already, and its key values are never null.
+                entries = [
+                    (entity_id(event.key), event.key, event, positions[i])
+                    for i, event in enumerate(batch.events)
+                ]
+                inp = shards.get(batch.shard)
+                if inp is None:
+                    inp = shards[batch.shard] = TileInput(batch.shard, stream, [])
+                inp.groups.append((group, entries))
+                continue
             per_shard: dict[int, list[tuple[str, tuple[Any, ...], Any, Position]]] = {}
-            single = join_keys[0] if len(join_keys) == 1 else None
             for i, event in enumerate(batch.events):
                 row = event.row
-                if single is not None:
-                    value = row[single]
-                    if value is None:
-                        continue
-                    values: tuple[Any, ...] = (value,)
-                else:
-                    values = tuple([row[k] for k in join_keys])
-                    if None in values:
-                        continue  # an entity needs every join key
+                values = tuple([row[k] for k in join_keys])
+                if None in values:
+                    continue  # an entity needs every join key
                 eid = entity_id(values)
                 shard = crc32(eid.encode()) % TILE_SHARDS
-                entries = per_shard.get(shard)
-                if entries is None:
-                    entries = per_shard[shard] = []
-                entries.append((eid, values, event, positions[i]))
-            for shard, entries in per_shard.items():
+                found = per_shard.get(shard)
+                if found is None:
+                    found = per_shard[shard] = []
+                found.append((eid, values, event, positions[i]))
+            for shard, found in per_shard.items():
                 inp = shards.get(shard)
                 if inp is None:
                     inp = shards[shard] = TileInput(shard, stream, [])
-                inp.groups.append((group, entries))
+                inp.groups.append((group, found))
         for shard, inp in shards.items():
             yield (shard_name(shard), inp)
 
 
-class TileShard(StatefulBatchLogic[TileInput, TileBatch, bytes]):
-    """A cache of the online tiles of one shard's entities; emits absolute writes per batch."""
+class TileShard(StatefulBatchLogic[TileInput, Any, bytes]):
+    """A cache of the online tiles of one shard's entities; writes absolute tiles per batch."""
 
     def __init__(
         self,
         plans: PlanSource,
         project: str,
         client: redis.Redis,
+        writer: TileConnection,
         resume: bytes | None,
         cache_limit: int,
     ) -> None:
         self.plans = plans
         self.project = project
         self.client = client
+        self.writer = writer
+        self.stats = StatsWriter(client, project)
         self.cache_limit = cache_limit
-        self.cache: dict[str, dict[str, Cached]] = {}  # view → entity → Cached, LRU order
+        self.cache: dict[str, dict[str, Cached]] = {}  # view → entity → Cached
         self.versions: dict[str, str] = {}
+        self.batches = 0
+        self.dropped = False  # entities left the cache since the last flush
         # (view, entity) → join-key values, for entities holding events later than the clock
         loaded = pickle.loads(resume) if resume else {}  # noqa: S301 - our own recovery store
         self.pending: dict[tuple[str, str], tuple[Any, ...]] = loaded
@@ -131,7 +156,7 @@ class TileShard(StatefulBatchLogic[TileInput, TileBatch, bytes]):
 
     # ------------------------------------------------------------------ cache
 
-    def _sync_views(self, plan: Any) -> None:
+    def _sync_views(self, plan: Plan) -> None:
         """Forget cached entities of views that changed or disappeared."""
         for name in list(self.cache):
             route = plan.views.get(name)
@@ -139,23 +164,48 @@ class TileShard(StatefulBatchLogic[TileInput, TileBatch, bytes]):
                 del self.cache[name]
                 self.versions.pop(name, None)
                 self.pending = {k: v for k, v in self.pending.items() if k[0] != name}
+                self.dropped = True
         for name, route in plan.views.items():
             if name not in self.cache:
                 self.cache[name] = {}
                 self.versions[name] = route.version
 
-    def _load(self, plan: Any, wanted: Iterable[tuple[str, str, tuple[Any, ...]]]) -> None:
-        """Read missing entities from Redis (one round trip) into the cache."""
-        todo = [(n, e, k) for n, e, k in dict.fromkeys(wanted) if e not in self.cache[n]]
+    def _load(self, plan: Plan, wanted: list[tuple[str, str, tuple[Any, ...]]]) -> None:
+        """Read the entities of `wanted` missing from the cache from Redis (one round trip)."""
+        todo = []
+        for name, eid, keys in wanted:
+            cache = self.cache[name]
+            if eid not in cache:
+                cache[eid] = None  # type: ignore[assignment]  # filled below; dedups `todo`
+                todo.append((name, eid, keys))
         if not todo:
             return
-        commands = [("HGETALL", layout.view_key(self.project, n, e)) for n, e, _ in todo]
+        if self.dropped:
+            # A dropped entity may still have writes in flight: let them land before reading.
+            self.writer.drain()
+            self.dropped = False
+        project = self.project
+        commands = [("HGETALL", layout.view_key(project, n, e)) for n, e, _ in todo]
         for (name, eid, keys), reply in zip(todo, fetch_raw(self.client, commands), strict=True):
-            self.cache[name][eid] = _cached(reply, keys, plan.views[name])
+            self.cache[name][eid] = _cached(reply, project, eid, keys, plan.views[name])
+
+    def _missing(self, values: list[TileInput]) -> list[tuple[str, str, tuple[Any, ...]]]:
+        """(view, entity, join-key values) of every routed entity not in the cache."""
+        wanted = []
+        for inp in values:
+            for names, entries in inp.groups:
+                for name in names:
+                    cache = self.cache.get(name)
+                    if cache is None:
+                        continue
+                    for eid, keys, _, _ in entries:
+                        if eid not in cache:
+                            wanted.append((name, eid, keys))
+        return wanted
 
     # ------------------------------------------------------------------ Bytewax callbacks
 
-    def on_batch(self, values: list[TileInput]) -> tuple[list[TileBatch], bool]:
+    def on_batch(self, values: list[TileInput]) -> tuple[list[Any], bool]:
         plan = self.plans.current()
         if plan.views.keys() != self.cache.keys() or any(
             r.version != self.versions.get(n) for n, r in plan.views.items()
@@ -164,20 +214,10 @@ class TileShard(StatefulBatchLogic[TileInput, TileBatch, bytes]):
         if self.first:  # stagger the shards' sweeps by their number
             self.first = False
             self.next_sweep += values[0].shard * US_PER_S
-        self._load(
-            plan,
-            (
-                (name, eid, keys)
-                for inp in values
-                for names, entries in inp.groups
-                for name in names
-                if name in self.cache
-                for eid, keys, _, _ in entries
-            ),
-        )
+        self.batches += 1
+        self._load(plan, self._missing(values))
         now = now_us()
-        # per view: entity id → [changed tiles, max_ts before this batch]
-        touched: dict[str, dict[str, list[Any]]] = {}
+        touched: dict[str, list[Cached]] = {}
         fresh: dict[str, int] = {}
         for inp in values:
             part = inp.part
@@ -187,57 +227,73 @@ class TileShard(StatefulBatchLogic[TileInput, TileBatch, bytes]):
                     if route is None:
                         continue  # removed from the registry since it was routed
                     apply, cache = route.tiler.apply_into, self.cache[name]
-                    seen = touched.get(name)
-                    if seen is None:
-                        seen = touched[name] = {}
-                    top = fresh.get(name, -(2**63))
+                    items = touched.get(name)
+                    if items is None:
+                        items = touched[name] = []
+                    top = fresh.get(name, _MIN)
                     for eid, _, event, position in entries:
                         item = cache[eid]
-                        last = item.marks.get(part)
+                        marks = item.marks
+                        last = marks.get(part)
                         if last is not None and position <= last:
                             continue  # applied before a crash: Redis already has it
-                        item.marks[part] = position
-                        state = item.state
-                        mark = seen.get(eid)
-                        if mark is None:
-                            mark = seen[eid] = [set(), state.max_ts]
+                        marks[part] = position
+                        changed = item.changed
+                        if changed is None:
+                            changed = item.changed = set()
+                            item.previous_max_ts = item.state.max_ts
+                            items.append(item)
                         ts = event.ts
-                        apply(state, ts, event.eid, event.row, now, mark[0])
+                        apply(item.state, ts, event.eid, event.row, now, changed)
                         if ts > top:
                             top = ts
-                    if top > -(2**63):
+                    if top > _MIN:
                         fresh[name] = top
-        out = self._writes(plan, touched, now)
-        out.freshness = fresh
+        self._write(plan, touched, now, fresh)
         if self._size() > self.cache_limit:
             self._evict()
-        return [out], StatefulBatchLogic.RETAIN
+        return [], StatefulBatchLogic.RETAIN
 
-    def _writes(self, plan: Any, touched: dict[str, dict[str, list[Any]]], now: int) -> TileBatch:
-        """Encode the absolute state of every touched entity (folding due pending events)."""
-        out = TileBatch()
-        project = self.project
-        for name, marks in touched.items():
+    def _write(
+        self,
+        plan: Plan,
+        touched: dict[str, list[Cached]],
+        now: int,
+        fresh: dict[str, int],
+        extra: list[tuple[Any, ...]] | None = None,
+    ) -> None:
+        """Submit the absolute state of every touched entity (folding due pending events).
+
+        The HyperLogLog of new entities, `extra` commands and the views' freshness go
+        last: once freshness shows a time, the tiles holding it are written.
+        """
+        packed: list[bytes] = []
+        count = 0
+        batch = self.batches
+        hll: list[tuple[Any, ...]] = []
+        for name, items in touched.items():
             route: ViewRoute = plan.views[name]
-            cache, ttl, tiler = self.cache[name], route.view.ttl, route.tiler
-            version = route.version
+            ttl, tiler = route.view.ttl, route.tiler
             prune_above = PRUNE_ABOVE * len(route.view.granularities)
             new_ids = []
-            for eid, (changed, previous_max_ts) in marks.items():
-                item = cache.pop(eid)
-                cache[eid] = item  # most recently used last
+            for item in items:
+                changed = item.changed
+                item.changed = None
+                if changed is None:
+                    continue
+                item.used = batch
                 state = item.state
                 if state.pending:
                     changed |= tiler.fold_pending(state, now)
                     if state.pending:
-                        self.pending[(name, eid)] = item.keys
+                        self.pending[(name, item.eid)] = item.keys
                     else:
-                        self.pending.pop((name, eid), None)
-                key = layout.view_key(project, name, eid)
+                        self.pending.pop((name, item.eid), None)
                 if item.reset:
-                    out.packed.append(_pack(("DEL", key)))
-                    out.commands += 1
+                    packed.append(b"*2\r\n$3\r\nDEL\r\n" + item.key)
+                    count += 1
                     item.reset = False
+                    item.stored_pending = False
                 if len(state.tiles) > prune_above:
                     # Tiles no window can read any more: dropped here rather than at the
                     # sweep, so a busy entity's memory stays bounded by its windows.
@@ -245,20 +301,33 @@ class TileShard(StatefulBatchLogic[TileInput, TileBatch, bytes]):
                     if dropped:
                         changed -= dropped
                         fields = [layout.tile_field(k) for k in dropped]
-                        out.packed.append(_pack(("HDEL", key, *fields)))
-                        out.commands += 1
+                        packed.append(
+                            pack_one(
+                                ("HDEL", layout.view_key(self.project, name, item.eid), *fields)
+                            )
+                        )
+                        count += 1
                 data, n = pack_stream_write(
-                    key, state, changed, item.keys, ttl, previous_max_ts, version, item.marks
+                    item.key, item.head, state, changed, item.marks, item.stored_pending
                 )
-                out.packed.append(data)
-                out.commands += n
+                packed.append(data)
+                count += n
+                item.stored_pending = bool(state.pending)
+                expire = expiry_command(item.key, state.max_ts, item.previous_max_ts, ttl)
+                if expire:
+                    packed.append(expire)
+                    count += 1
                 if item.fresh:
                     item.fresh = False
-                    new_ids.append(eid)
+                    new_ids.append(item.eid)
             if new_ids:
-                out.entities[layout.entity_count_key(project, name)] = new_ids
+                hll.append(("PFADD", layout.entity_count_key(self.project, name), *new_ids))
+        commands = hll + (extra or [])
+        commands += self.stats.freshness_commands(fresh) if fresh else []
+        for command in commands:
+            packed.append(pack_one(command))
+        self.writer.send(packed, count + len(commands))
         self.pending_at = self._earliest_pending() if self.pending else None
-        return out
 
     def _earliest_pending(self) -> int | None:
         times = []
@@ -274,31 +343,35 @@ class TileShard(StatefulBatchLogic[TileInput, TileBatch, bytes]):
         due = self.next_sweep if self.pending_at is None else min(self.pending_at, self.next_sweep)
         return from_us(due)
 
-    def on_notify(self) -> tuple[list[TileBatch], bool]:
+    def on_notify(self) -> tuple[list[Any], bool]:
         plan = self.plans.current()
         self._sync_views(plan)
         now = now_us()
-        self._load(plan, ((n, e, k) for (n, e), k in self.pending.items() if n in self.cache))
-        touched: dict[str, dict[str, list[Any]]] = {}
+        self.batches += 1
+        self._load(plan, [(n, e, k) for (n, e), k in self.pending.items() if n in self.cache])
+        touched: dict[str, list[Cached]] = {}
         for name, eid in list(self.pending):
             item = self.cache[name][eid]
             if not item.state.pending:
                 del self.pending[(name, eid)]
                 continue
-            if any(rec[0] <= now for rec in item.state.pending):
-                touched.setdefault(name, {})[eid] = [set(), item.state.max_ts]
-        out = self._writes(plan, touched, now) if touched else TileBatch()
+            if any(rec[0] <= now for rec in item.state.pending) and item.changed is None:
+                item.changed = set()
+                item.previous_max_ts = item.state.max_ts
+                touched.setdefault(name, []).append(item)
+        extra: list[tuple[Any, ...]] = []
         if now >= self.next_sweep:
-            out.writes.extend(self._sweep(plan, now))
+            extra = self._sweep(plan, now)
             self.next_sweep = now + SWEEP_US
+        if touched or extra:
+            self._write(plan, touched, now, {}, extra)
         if not self.pending:
             self.pending_at = None
-        has_output = out.commands or out.writes
-        return ([out] if has_output else []), StatefulBatchLogic.RETAIN
+        return [], StatefulBatchLogic.RETAIN
 
-    def _sweep(self, plan: Any, now: int) -> list[TileWrite]:
-        """Prune cached tiles no window can read (HDEL them); drop expired entities."""
-        writes = []
+    def _sweep(self, plan: Plan, now: int) -> list[tuple[Any, ...]]:
+        """`HDEL`s of cached tiles no window can read any more; drops expired entities."""
+        commands: list[tuple[Any, ...]] = []
         for name, cache in self.cache.items():
             route = plan.views[name]
             ttl = route.view.ttl
@@ -307,47 +380,51 @@ class TileShard(StatefulBatchLogic[TileInput, TileBatch, bytes]):
                 dropped = route.tiler.prune(state, now)
                 if state.max_ts is not None and state.max_ts + ttl < now and not state.pending:
                     del cache[eid]  # its online key has expired too
+                    self.dropped = True
                 elif dropped:
-                    writes.append(
-                        TileWrite(
-                            key=layout.view_key(self.project, name, eid),
-                            hll_key=layout.entity_count_key(self.project, name),
-                            entity=eid,
-                            fields={},
-                            removed=[layout.tile_field(k) for k in sorted(dropped)],
-                            expire_at_ms=None,
-                        )
-                    )
-        return writes
+                    key = layout.view_key(self.project, name, eid)
+                    commands.append(("HDEL", key, *(layout.tile_field(k) for k in sorted(dropped))))
+        return commands
 
     def _size(self) -> int:
         return sum(len(c) for c in self.cache.values())
 
     def _evict(self) -> None:
-        """Drop least recently used entities (Redis holds them) down to 90% of the limit."""
+        """Drop the least recently used entities (Redis holds them) down to 90% of the limit."""
         excess = self._size() - int(self.cache_limit * 0.9)
+        if excess <= 0:
+            return
+        uses = sorted(item.used for cache in self.cache.values() for item in cache.values())
+        cutoff = uses[min(excess, len(uses) - 1)]
         for name, cache in self.cache.items():
-            share = excess * len(cache) // max(1, self._size())
-            for eid in list(cache)[: share + 1]:
+            for eid in [e for e, item in cache.items() if item.used < cutoff]:
                 if (name, eid) not in self.pending:
                     del cache[eid]
+        self.dropped = True
 
-    def on_eof(self) -> tuple[list[TileBatch], bool]:
+    def on_eof(self) -> tuple[list[Any], bool]:
+        self.writer.drain()
         return [], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
+        # Bytewax commits the epoch after this returns: its tiles must be in Redis by then.
+        self.writer.drain()
         return pickle.dumps(self.pending, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _cached(reply: Any, keys: tuple[Any, ...], route: ViewRoute) -> Cached:
+def _cached(reply: Any, project: str, eid: str, keys: tuple[Any, ...], route: ViewRoute) -> Cached:
     """An HGETALL reply (RESP3 map or RESP2 list) as a cache entry for `route`'s view."""
     if isinstance(reply, list):
         reply = dict(zip(reply[::2], reply[1::2], strict=True))
+    key = bulk(layout.view_key(project, route.view.name, eid).encode())
+    head = meta_head(keys, route.version)
     if not reply:
-        return Cached(EntityTiles(), keys)
+        return Cached(EntityTiles(), eid, keys, key, head)
     meta = orjson.loads(reply.get(b"m", b"{}"))
     if meta.get("v") not in (None, route.version):
-        return Cached(EntityTiles(), keys, fresh=False, reset=True)
+        return Cached(EntityTiles(), eid, keys, key, head, fresh=False, reset=True)
     state = layout.decode_tiles(reply) or EntityTiles()
     marks = {part: (int(p[0]), int(p[1])) for part, p in (meta.get("pos") or {}).items()}
-    return Cached(state, keys, marks, fresh=False)
+    return Cached(
+        state, eid, keys, key, head, marks, fresh=False, stored_pending=bool(state.pending)
+    )

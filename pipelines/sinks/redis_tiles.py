@@ -1,36 +1,28 @@
-"""The online writer: absolute tile values of changed entities, one round trip per batch.
+"""Tile writes: absolute tile values of changed entities, as docs/storage.md says.
 
-`write_tiles` (shared with the backfill) queues the writes of one entity on a redis-py
-pipeline, exactly as docs/storage.md says. The stream path is the hot loop, so its tiling
-step encodes `TileWrite`s while it owns the state and the sink sends them as raw commands
-in one round trip: one `HSET` per entity (tiles, `m`, and `p` written as `[]` when nothing
-is pending, instead of a separate `HDEL`), `PEXPIREAT` only when the entity's expiry moves
-to a new bucket (keys may outlive `ttl` by at most one bucket, which changes no value), and
-one `PFADD` per view per batch.
+`write_tiles` (used by the backfill) queues one entity's writes on a redis-py pipeline. The
+stream's tile step is the hot loop, so it encodes its writes here straight to RESP bytes:
+one `HSET` per entity (the changed tiles, `m`, and `p` — written as `[]` when pending
+events were folded, instead of a separate `HDEL`), and `PEXPIREAT` only when the entity's
+expiry moves to a new bucket (keys may outlive `ttl` by at most one bucket, which changes
+no value). Every one of these commands has a one-line reply, which
+`redis_writer.TileConnection` relies on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from hiredis import pack_command as _pack
 
 from features import layout
 from features.model import FeatureView
 from features.tiles import EntityTiles, TileKey
-from pipelines.sinks.redis_bulk import send_packed
 
-if TYPE_CHECKING:
-    import redis
-
-EMPTY_PENDING = b"[]"
-_PEXPIREAT = b"*3\r\n$9\r\nPEXPIREAT\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
 _dumps = orjson.dumps
-_FIELD_NAMES: dict[TileKey, str] = {}  # tile key → hash field name (`layout.tile_field`)
+_FIELD_NAMES: dict[TileKey, bytes] = {}  # tile key → its field name as a RESP bulk string
 MAX_EXPIRY_BUCKET_MS = 3_600_000
 
 
@@ -44,18 +36,6 @@ class TileWrite:
     fields: dict[str, bytes]
     removed: list[str]
     expire_at_ms: int | None
-
-
-def expiry_bucket_ms(ttl_us: int) -> int:
-    """How far the stream may round an expiry up: 1/16 of the ttl, at most an hour."""
-    return max(1000, min(MAX_EXPIRY_BUCKET_MS, ttl_us // 16_000))
-
-
-def bucketed_expiry(max_ts: int, ttl_us: int) -> int:
-    """`layout.expire_at_ms` rounded up to the view's expiry bucket."""
-    exact = layout.expire_at_ms(max_ts, ttl_us)
-    bucket = expiry_bucket_ms(ttl_us)
-    return -(-exact // bucket) * bucket
 
 
 def encode_write(
@@ -79,52 +59,77 @@ def encode_write(
     )
 
 
+def bulk(value: bytes) -> bytes:
+    """One RESP bulk string."""
+    return b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+def tile_field(tile: TileKey) -> bytes:
+    """The RESP bulk string of a tile's hash field name (`layout.tile_field`), cached."""
+    name = _FIELD_NAMES.get(tile)
+    if name is None:
+        if len(_FIELD_NAMES) > 100_000:
+            _FIELD_NAMES.clear()
+        name = _FIELD_NAMES[tile] = bulk(layout.tile_field(tile).encode())
+    return name
+
+
+def meta_head(entity_values: Sequence[Any], version: str | None) -> bytes:
+    """The start of `m` that is fixed for an entity's life: join-key values, view version."""
+    return b'{"keys":' + _dumps(list(entity_values)) + b',"v":' + _dumps(version)
+
+
 def pack_stream_write(
-    key: str,
+    key: bytes,
+    head: bytes,
     state: EntityTiles,
     changed: Iterable[TileKey],
-    entity_values: Sequence[Any],
-    ttl: int,
-    previous_max_ts: int | None,
-    version: str | None = None,
-    marks: dict[str, Any] | None = None,
+    marks: dict[str, Any],
+    clear_pending: bool,
 ) -> tuple[bytes, int]:
-    """The stream's write of one entity as RESP bytes and how many commands they hold.
+    """The stream's `HSET` of one entity as RESP bytes, and its number of fields.
 
-    One `HSET` of the changed tiles, `m` (with the view `version` as `v` and the replay
-    `marks` as `pos`) and `p` (`[]` when nothing is pending, so no `HDEL` is needed), plus
-    `PEXPIREAT` only when the expiry moved to another bucket.
+    `key` is the RESP bulk string of the hash key and `head` the entity's `meta_head`. It
+    sets the changed tiles, `m` (`max_ts`, `folded`, the replay marks as `pos`) and `p`
+    when events are pending, or as `[]` when `clear_pending` (it held some before), so no
+    `HDEL` is needed.
     """
-    args: list[Any] = ["HSET", key]
+    parts = [b"", b"$4\r\nHSET\r\n", key]
     tiles, names = state.tiles, _FIELD_NAMES
     for tile in changed:
         value = tiles.get(tile)
         if value is not None:
             name = names.get(tile)
-            if name is None:
-                if len(names) > 100_000:
-                    names.clear()
-                name = names[tile] = f"t:{tile[0]}:{tile[1]}"
-            args.append(name)
-            args.append(_dumps(value))
+            parts.append(tile_field(tile) if name is None else name)
+            data = _dumps(value)
+            parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
     max_ts = state.max_ts
-    args.append("m")
-    args.append(
-        _dumps(
-            {
-                "max_ts": max_ts,
-                "folded": state.folded_until,
-                "keys": entity_values,
-                "v": version,
-                "pos": marks,
-            }
-        )
+    meta = b'%b,"max_ts":%b,"folded":%d,"pos":%b}' % (
+        head,
+        b"null" if max_ts is None else b"%d" % max_ts,
+        state.folded_until,
+        _dumps(marks),
     )
-    args.append("p")
-    args.append(_dumps(state.pending) if state.pending else EMPTY_PENDING)
-    packed = _pack(tuple(args))
+    parts.append(b"$1\r\nm\r\n")
+    parts.append(b"$%d\r\n%b\r\n" % (len(meta), meta))
+    if state.pending:
+        data = _dumps(state.pending)
+        parts.append(b"$1\r\np\r\n")
+        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    elif clear_pending:
+        parts.append(b"$1\r\np\r\n")
+        parts.append(b"$2\r\n[]\r\n")
+    parts[0] = b"*%d\r\n" % (len(parts) - 1)
+    return b"".join(parts), 1
+
+
+def expiry_command(key: bytes, max_ts: int | None, previous_max_ts: int | None, ttl: int) -> bytes:
+    """`PEXPIREAT` of an entity whose expiry moved to another bucket, else `b""`.
+
+    `key` is the RESP bulk string of the hash key.
+    """
     if max_ts is None or max_ts == previous_max_ts:
-        return packed, 1
+        return b""
     ttl_ms = ttl // 1000
     bucket = max(1000, min(MAX_EXPIRY_BUCKET_MS, ttl_ms // 16))
     expire = -(-(max_ts // 1000 + ttl_ms) // bucket) * bucket
@@ -132,9 +137,9 @@ def pack_stream_write(
         previous_max_ts is not None
         and expire == -(-(previous_max_ts // 1000 + ttl_ms) // bucket) * bucket
     ):
-        return packed, 1
-    raw, text = key.encode(), b"%d" % expire
-    return packed + _PEXPIREAT % (len(raw), raw, len(text), text), 2
+        return b""
+    text = b"%d" % expire
+    return b"*3\r\n$9\r\nPEXPIREAT\r\n%b$%d\r\n%b\r\n" % (key, len(text), text)
 
 
 def queue_write(pipe: Any, write: TileWrite) -> None:
@@ -159,63 +164,3 @@ def write_tiles(
 ) -> None:
     """Queue the writes of one entity's view state on `pipe` (the caller executes it)."""
     queue_write(pipe, encode_write(project, view, entity_values, state, changed, dropped))
-
-
-def write_commands(writes: Iterable[TileWrite]) -> list[tuple[Any, ...]]:
-    """Raw commands for writes off the hot path (pruning): HDEL/HSET/PEXPIREAT/PFADD."""
-    commands: list[tuple[Any, ...]] = []
-    for w in writes:
-        if w.removed:
-            commands.append(("HDEL", w.key, *w.removed))
-        if w.fields:
-            commands.append(("HSET", w.key, *(x for item in w.fields.items() for x in item)))
-            commands.append(("PFADD", w.hll_key, w.entity))
-        if w.expire_at_ms is not None:
-            commands.append(("PEXPIREAT", w.key, w.expire_at_ms))
-    return commands
-
-
-class _TilePartition(StatelessSinkPartition[Any]):
-    def __init__(self, client: redis.Redis, project: str) -> None:
-        from pipelines.stats import StatsWriter
-
-        self.client = client
-        self.stats = StatsWriter(client, project)
-
-    def write_batch(self, items: list[Any]) -> None:
-        packed: list[bytes] = []
-        count = 0
-        other: list[TileWrite] = []
-        entities: dict[str, list[str]] = {}
-        freshness: dict[str, int] = {}
-        for item in items:
-            packed += item.packed
-            count += item.commands
-            other += item.writes
-            for hll_key, ids in item.entities.items():
-                entities.setdefault(hll_key, []).extend(ids)
-            for view, ts in item.freshness.items():
-                if ts > freshness.get(view, ts - 1):
-                    freshness[view] = ts
-        extra = write_commands(other)
-        extra += [("PFADD", hll_key, *ids) for hll_key, ids in entities.items()]
-        # Freshness goes last: once it shows a time, the tiles holding it are written.
-        extra += self.stats.freshness_commands(freshness)
-        packed += [_pack(command) for command in extra]
-        send_packed(self.client, packed, count + len(extra))
-
-    def close(self) -> None:
-        self.client.close()
-
-
-class RedisTileSink(DynamicSink[Any]):
-    """Writes `TileBatch` items (`.writes`, `.freshness`) in one round trip per batch."""
-
-    def __init__(self, redis_url: str, project: str) -> None:
-        self.redis_url = redis_url
-        self.project = project
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _TilePartition:
-        import redis as redis_lib
-
-        return _TilePartition(redis_lib.Redis.from_url(self.redis_url), self.project)

@@ -1,0 +1,123 @@
+"""A pipelined connection: the tile step's writes overlap its next batch, in one order.
+
+The tile step used to wait for each batch's round trip, so every event paid for Redis's
+own work on top of ours. `TileConnection.send` returns as soon as the bytes are handed to
+the socket; the replies are collected later, when the step next talks to Redis. Every
+write the step sends has a one-line reply (an integer or an error), so collecting them
+is counting newlines in C, not parsing replies in Python.
+
+One connection per worker thread keeps each worker's writes in order without locks.
+`drain()` waits for every reply and raises on any error. The tile step calls it in its
+Bytewax `snapshot()`, so an epoch is never committed before its tiles are in Redis, and
+before it re-reads an entity it had dropped from its cache, so no read is stale.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from features.errors import StorageError
+
+if TYPE_CHECKING:
+    import redis
+
+RECV = 1 << 20
+MAX_UNREAD = 200_000  # replies outstanding before `send` collects them first
+
+
+class TileConnection:
+    """One Redis connection with a count of one-line replies still to collect."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._conn: Any = None
+        self._unread = 0  # one-line replies sent for and not read yet
+        self._buffer = b""  # bytes received past the last counted reply
+        self._errors: list[str] = []
+
+    def _sock(self) -> Any:
+        if self._conn is None:
+            self._conn = self.client.connection_pool.get_connection()
+            self._conn.connect()
+        return self._conn._sock
+
+    def send(self, packed: Sequence[bytes], count: int) -> None:
+        """Send `count` commands whose replies are one line each; do not wait for them."""
+        if not count:
+            return
+        if self._unread > MAX_UNREAD:
+            self.drain()
+        try:
+            self._sock().sendall(b"".join(packed))
+        except BaseException:
+            self._broken()
+            raise
+        self._unread += count
+
+    def drain(self) -> None:
+        """Collect every outstanding reply; raise `StorageError` if any was an error."""
+        try:
+            self._count_replies()
+        except BaseException:
+            self._broken()
+            raise
+        if self._errors:
+            errors, self._errors = self._errors, []
+            msg = f"Redis rejected {len(errors)} tile write(s); first: {errors[0]}"
+            raise StorageError(msg)
+
+    @staticmethod
+    def _recv(sock: Any) -> bytes:
+        data: bytes = sock.recv(RECV)
+        if not data:
+            msg = "Redis closed the connection with replies outstanding"
+            raise StorageError(msg)
+        return data
+
+    def _count_replies(self) -> None:
+        """Consume `_unread` one-line replies; the buffer always starts at a reply."""
+        while self._unread:
+            data = self._buffer or self._recv(self._sock())
+            parts = data.split(b"\n", self._unread)
+            rest = parts[-1]  # past the last newline counted: a partial or a later reply
+            lines = len(parts) - 1
+            if not lines:
+                self._buffer = data + self._recv(self._sock())
+                continue
+            used = data[: len(data) - len(rest)]
+            if used[:1] == b"-" or b"\n-" in used:
+                self._note_errors(used)
+            self._unread -= lines
+            self._buffer = rest
+
+    def _note_errors(self, data: bytes) -> None:
+        for line in data.split(b"\n"):
+            if line.startswith(b"-") and len(self._errors) < 10:
+                self._errors.append(line.rstrip(b"\r").decode(errors="replace"))
+
+    def _broken(self) -> None:
+        """Drop a connection whose reply stream is no longer in a known state."""
+        if self._conn is not None:
+            self._conn.disconnect()
+            self.client.connection_pool.release(self._conn)
+        self._conn = None
+        self._unread = 0
+        self._buffer = b""
+
+
+_LOCAL = threading.local()
+
+
+def connection_for(redis_url: str) -> TileConnection:
+    """This worker thread's tile connection to `redis_url`."""
+    import redis as redis_lib
+
+    conns: dict[str, TileConnection] | None = getattr(_LOCAL, "conns", None)
+    if conns is None:
+        conns = _LOCAL.conns = {}
+    conn = conns.get(redis_url)
+    if conn is None:
+        conn = conns[redis_url] = TileConnection(redis_lib.Redis.from_url(redis_url))
+    return conn

@@ -1,0 +1,63 @@
+"""The tile step's pipelined connection against a real Redis: order, counting, errors."""
+
+from __future__ import annotations
+
+import hiredis
+import pytest
+import redis
+
+from features.errors import StorageError
+from pipelines.sinks.redis_writer import TileConnection
+
+
+def _packed(commands: list[tuple[object, ...]]) -> list[bytes]:
+    return [hiredis.pack_command(c) for c in commands]
+
+
+def test_sends_without_waiting_and_drains_every_reply(redis_client: redis.Redis) -> None:
+    conn = TileConnection(redis_client)
+    # Enough replies to arrive in several reads; HSET and PEXPIREAT reply one line each.
+    for batch in range(5):
+        commands: list[tuple[object, ...]] = []
+        for i in range(20_000):
+            commands.append(("HSET", f"k{i}", "b", batch, "f", "x" * (i % 7)))
+        commands.append(("PEXPIREAT", "k0", 4_102_444_800_000))
+        conn.send(_packed(commands), len(commands))
+    conn.drain()
+    assert conn._unread == 0 and conn._buffer == b""
+    assert redis_client.hget("k19999", "b") == b"4"  # the last batch won, in order
+    assert redis_client.pexpiretime("k0") == 4_102_444_800_000
+
+
+def test_a_rejected_write_is_raised_by_drain_and_the_connection_stays_usable(
+    redis_client: redis.Redis,
+) -> None:
+    conn = TileConnection(redis_client)
+    redis_client.set("plain", "x")
+    commands: list[tuple[object, ...]] = [
+        ("HSET", "h1", "a", 1),
+        ("HSET", "plain", "a", 1),  # WRONGTYPE
+        ("HSET", "h2", "a", 2),
+    ]
+    conn.send(_packed(commands), len(commands))
+    with pytest.raises(StorageError, match="rejected 1 tile write.*WRONGTYPE"):
+        conn.drain()
+    assert redis_client.hget("h2", "a") == b"2"  # later writes were still applied
+    conn.send(_packed([("HSET", "h3", "a", 3)]), 1)
+    conn.drain()
+    assert redis_client.hget("h3", "a") == b"3"
+
+
+def test_redis_going_away_is_a_storage_error(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    conn = TileConnection(client)
+    conn.send(_packed([("HSET", "h", "a", 1)]), 1)
+    conn.drain()
+    conn._conn._sock.close()  # the socket dies under the writer
+    with pytest.raises((StorageError, OSError)):
+        conn.send(_packed([("HSET", "h", "a", 2)]), 1)
+        conn.drain()
+    # a broken connection is dropped and the next write reconnects
+    conn.send(_packed([("HSET", "h", "a", 3)]), 1)
+    conn.drain()
+    assert client.hget("h", "a") == b"3"
