@@ -29,6 +29,7 @@ from features.aggregations import (
     aggregation,
 )
 from features.durations import parse_duration
+from features.fold_code import compile_fold
 from features.model import Feature, FeatureView
 
 GRANULARITY_LADDER: tuple[int, ...] = tuple(
@@ -212,6 +213,7 @@ class ViewTiler:
         for f in self.features:
             by_g.setdefault(f.granularity, []).append((f.name, f.column, f.agg.update, f.agg.empty))
         self._fold_plan = tuple((g, tuple(fs)) for g, fs in by_g.items())
+        self._fold_tiles = compile_fold(self._fold_plan)
         self._eval_plans: dict[tuple[str, ...] | None, EvalPlan] = {}
 
     def apply(
@@ -238,7 +240,9 @@ class ViewTiler:
         if ts > now:
             state.pending.append([ts, eid, {c: row.get(c) for c in self.columns}])
             return
-        self._fold(state, ts, eid, row, changed)
+        self._fold_tiles(state.tiles, ts, eid, row, changed)
+        if ts > state.folded_until:
+            state.folded_until = ts
 
     def _fold(
         self,
@@ -248,28 +252,7 @@ class ViewTiler:
         row: Mapping[str, Any],
         changed: set[TileKey],
     ) -> None:
-        tiles = state.tiles
-        for g, feats in self._fold_plan:
-            key = (g, ts - ts % g)
-            tile = tiles.get(key)
-            created = tile is None
-            if tile is None:
-                tile = {}
-            touched = False
-            for name, column, update, empty in feats:
-                if column is None:
-                    value: Any = True
-                else:
-                    value = row.get(column)
-                    if value is None:
-                        continue
-                prev = tile.get(name)
-                tile[name] = update(empty() if prev is None else prev, value, ts, eid)
-                touched = True
-            if touched:
-                if created:
-                    tiles[key] = tile
-                changed.add(key)
+        self._fold_tiles(state.tiles, ts, eid, row, changed)
         if ts > state.folded_until:
             state.folded_until = ts
 

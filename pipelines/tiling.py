@@ -35,7 +35,14 @@ from pipelines.decoding import LEDGER_SHARDS, shard_name
 from pipelines.plan import Plan, PlanSource, ViewRoute
 from pipelines.records import AcceptedBatch, Position, TileInput
 from pipelines.sinks.redis_bulk import fetch_raw, pack_one
-from pipelines.sinks.redis_tiles import bulk, expiry_command, meta_head, pack_stream_write
+from pipelines.sinks.redis_tiles import (
+    bucketed_expiry_ms,
+    bulk,
+    expire_command,
+    expiry_bucket_ms,
+    meta_head,
+    pack_stream_write,
+)
 from pipelines.sinks.redis_writer import TileConnection
 from pipelines.stats import StatsWriter
 
@@ -64,7 +71,7 @@ class Cached:
     reset: bool = False  # Redis held another version of the view: delete before writing
     stored_pending: bool = False  # Redis holds a non-empty `p`
     changed: set[TileKey] | None = None  # tiles changed by the batch being applied
-    previous_max_ts: int | None = None  # `max_ts` before that batch
+    expire_at: int = 0  # the `PEXPIREAT` (ms) this step last set; 0: not known
     used: int = 0  # the shard's batch number of the last use (eviction order)
 
 
@@ -241,7 +248,6 @@ class TileShard(StatefulBatchLogic[TileInput, Any, bytes]):
                         changed = item.changed
                         if changed is None:
                             changed = item.changed = set()
-                            item.previous_max_ts = item.state.max_ts
                             items.append(item)
                         ts = event.ts
                         apply(item.state, ts, event.eid, event.row, now, changed)
@@ -274,6 +280,7 @@ class TileShard(StatefulBatchLogic[TileInput, Any, bytes]):
         for name, items in touched.items():
             route: ViewRoute = plan.views[name]
             ttl, tiler = route.view.ttl, route.tiler
+            ttl_ms, bucket_ms = ttl // 1000, expiry_bucket_ms(ttl)
             prune_above = PRUNE_ABOVE * len(route.view.granularities)
             new_ids = []
             for item in items:
@@ -313,9 +320,11 @@ class TileShard(StatefulBatchLogic[TileInput, Any, bytes]):
                 packed.append(data)
                 count += n
                 item.stored_pending = bool(state.pending)
-                expire = expiry_command(item.key, state.max_ts, item.previous_max_ts, ttl)
-                if expire:
-                    packed.append(expire)
+                max_ts = state.max_ts
+                if max_ts is not None and max_ts // 1000 + ttl_ms > item.expire_at:
+                    # the key expires `ttl` after its newest event, rounded up to a bucket
+                    item.expire_at = bucketed_expiry_ms(max_ts, ttl_ms, bucket_ms)
+                    packed.append(expire_command(item.key, item.expire_at))
                     count += 1
                 if item.fresh:
                     item.fresh = False
@@ -357,7 +366,6 @@ class TileShard(StatefulBatchLogic[TileInput, Any, bytes]):
                 continue
             if any(rec[0] <= now for rec in item.state.pending) and item.changed is None:
                 item.changed = set()
-                item.previous_max_ts = item.state.max_ts
                 touched.setdefault(name, []).append(item)
         extra: list[tuple[Any, ...]] = []
         if now >= self.next_sweep:

@@ -123,22 +123,19 @@ def pack_stream_write(
     return b"".join(parts), 1
 
 
-def expiry_command(key: bytes, max_ts: int | None, previous_max_ts: int | None, ttl: int) -> bytes:
-    """`PEXPIREAT` of an entity whose expiry moved to another bucket, else `b""`.
+def expiry_bucket_ms(ttl_us: int) -> int:
+    """How far the stream may round an expiry up: 1/16 of the ttl, at least 1 s, at most 1 h."""
+    return max(1000, min(MAX_EXPIRY_BUCKET_MS, ttl_us // 16_000))
 
-    `key` is the RESP bulk string of the hash key.
-    """
-    if max_ts is None or max_ts == previous_max_ts:
-        return b""
-    ttl_ms = ttl // 1000
-    bucket = max(1000, min(MAX_EXPIRY_BUCKET_MS, ttl_ms // 16))
-    expire = -(-(max_ts // 1000 + ttl_ms) // bucket) * bucket
-    if (
-        previous_max_ts is not None
-        and expire == -(-(previous_max_ts // 1000 + ttl_ms) // bucket) * bucket
-    ):
-        return b""
-    text = b"%d" % expire
+
+def bucketed_expiry_ms(max_ts: int, ttl_ms: int, bucket_ms: int) -> int:
+    """`layout.expire_at_ms` rounded up to a multiple of `bucket_ms`."""
+    return -(-(max_ts // 1000 + ttl_ms) // bucket_ms) * bucket_ms
+
+
+def expire_command(key: bytes, at_ms: int) -> bytes:
+    """`PEXPIREAT` as RESP bytes; `key` is the RESP bulk string of the hash key."""
+    text = b"%d" % at_ms
     return b"*3\r\n$9\r\nPEXPIREAT\r\n%b$%d\r\n%b\r\n" % (key, len(text), text)
 
 
