@@ -171,7 +171,7 @@ class EvalPlan:
     horizon: dict[int, int]  # the largest window per tile size
 
 
-@dataclass
+@dataclass(slots=True)
 class EntityTiles:
     """The online state of one entity in one view.
 
