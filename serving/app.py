@@ -105,6 +105,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await follower
         watcher.close()
+        await state.online.close()
         await reader.aclose()
         sync.close()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -22,6 +22,7 @@ from features.errors import RilletError
 from features.registry import RegistryWatcher
 from serving.compiled import CompiledRegistry
 from serving.errors import NotReadyError
+from serving.redis_read import OnlineReader
 from serving.settings import Settings
 
 log = logging.getLogger("rillet.serving")
@@ -37,6 +38,10 @@ class ServerState:
     watcher: RegistryWatcher
     producer: Any = None
     compiled: CompiledRegistry | None = None
+    online: OnlineReader = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.online = OnlineReader(self.redis)
 
     def registry(self) -> CompiledRegistry:
         """The compiled registry being served; 503 `not_ready` when none is applied."""

@@ -1,32 +1,23 @@
 """The online read path: feature vectors as of now in one Redis round trip (SPEC §5, §6).
 
 Every (entity, view) pair of a request is one `HGETALL` of `layout.view_key`, all sent
-in one pipeline; each reply is decoded with `layout.decode_tiles` and evaluated with the
-view's precompiled `ViewTiler` — the window semantics live in `features.tiles` only.
-An entity with no hash is an entity never seen: its values are `empty_values()`.
+at once (`serving.redis_read`); each reply is decoded by a `layout.TileDecoder` (only the
+tiles the requested features read as of now) and evaluated with the view's precompiled
+`ViewTiler` — the window semantics live in `features.tiles` only. An entity with no
+hash is an entity never seen: its values are `empty_values()`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
-
-import hiredis
-from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from features.durations import iso
 from features.errors import ValidationError
 from features.layout import TileDecoder, decode_tiles, entity_id, view_key
 from serving import metrics
 from serving.compiled import ReadPlan, ServedView
-
-_pack: Any = hiredis.pack_command  # one command tuple → RESP bytes
-READ_CHUNK = 1 << 17
+from serving.redis_read import OnlineReader
 
 
 def entity_keys(plan: ReadPlan, project: str, entities: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -66,65 +57,6 @@ def _join_values(served: ServedView, entity: Mapping[str, Any]) -> list[Any] | N
             return None
         values.append(coerce(value) if coerce is not None else value)
     return values
-
-
-async def fetch(redis: Redis, keys: Sequence[str]) -> list[Any]:
-    """`HGETALL` of every key in one round trip: the flat `[field, value, ...]` replies.
-
-    The commands are packed by hiredis, sent at once on a pooled connection, and the
-    replies parsed by one hiredis reader straight off the socket: a redis-py `Pipeline`
-    builds and parses each command in Python, and even its `read_response` costs a timeout
-    context and a dozen calls per reply. A connection that fails is dropped and the read
-    retried once on a fresh one (reads are idempotent).
-    """
-    started = time.perf_counter()
-    payload = b"".join([_pack(("HGETALL", key)) for key in keys])
-    try:
-        replies = await _exchange(redis, payload, len(keys))
-    except (RedisConnectionError, OSError):
-        replies = await _exchange(redis, payload, len(keys))
-    metrics.REDIS_SECONDS.labels("online_read").observe(time.perf_counter() - started)
-    return replies
-
-
-async def _exchange(redis: Redis, payload: bytes, count: int) -> list[Any]:
-    pool = redis.connection_pool
-    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-    try:
-        await conn.send_packed_command(payload, check_health=False)
-        return await _read_replies(conn, count)
-    except BaseException:
-        # Unread replies would poison the connection for the next user: drop it.
-        await conn.disconnect()
-        raise
-    finally:
-        await pool.release(conn)
-
-
-async def _read_replies(conn: Any, count: int) -> list[Any]:
-    """`count` replies off the connection's stream, under the connection's socket timeout."""
-    stream = conn._reader  # the connection's asyncio.StreamReader (no public accessor)
-    parser = hiredis.Reader()
-    replies: list[Any] = []
-    try:
-        async with asyncio.timeout(conn.socket_timeout):
-            while len(replies) < count:
-                data = await stream.read(READ_CHUNK)
-                if not data:
-                    msg = "Redis closed the connection mid-reply"
-                    raise RedisConnectionError(msg)
-                parser.feed(data)
-                reply = parser.gets()
-                while reply is not False:
-                    replies.append(reply)
-                    reply = parser.gets()
-    except TimeoutError:
-        msg = f"Redis did not answer within {conn.socket_timeout} s"
-        raise RedisTimeoutError(msg) from None
-    for reply in replies:
-        if isinstance(reply, hiredis.ReplyError):
-            raise ResponseError(str(reply))
-    return replies
 
 
 def evaluate(
@@ -192,7 +124,7 @@ def _as_time(value: Any) -> Any:
 
 
 async def read_online(
-    redis: Redis,
+    reader: OnlineReader,
     plan: ReadPlan,
     project: str,
     entities: Sequence[Mapping[str, Any]],
@@ -201,7 +133,7 @@ async def read_online(
     """The full `POST /v1/features/online` answer for resolved features and entities."""
     metrics.ONLINE_ENTITIES.observe(len(entities))
     keys = entity_keys(plan, project, entities)
-    replies = await fetch(redis, keys) if keys else []
+    replies = await reader.hgetall(keys) if keys else []
     return {
         "features": list(plan.features),
         "results": evaluate(plan, entities, replies, as_of),

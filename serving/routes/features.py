@@ -51,7 +51,7 @@ async def online(request: Request) -> JsonBytes:
         msg = f"{len(body.entities)} entities requested; the limit is {limit} (RILLET_MAX_ENTITIES)"
         raise LimitError(msg, status=422, code="too_many_entities")
     plan = state.registry().plan(body.features)
-    answer = await read_online(state.redis, plan, state.settings.project, body.entities, now_us())
+    answer = await read_online(state.online, plan, state.settings.project, body.entities, now_us())
     return JsonBytes(answer)
 
 
@@ -75,5 +75,5 @@ async def online_view(view: str, request: Request) -> JsonBytes:
         details = [{"index": 0, "view": view, "reasons": reasons}]
         raise ValidationError(msg, details=details)
     entity = {k: params[k] for k in served.join_keys}
-    answer = await read_online(state.redis, plan, state.settings.project, [entity], now_us())
+    answer = await read_online(state.online, plan, state.settings.project, [entity], now_us())
     return JsonBytes(answer)
