@@ -43,6 +43,11 @@ class PipelineSettings(BaseSettings):
     tile_cache_entities: int = Field(
         default=500_000, ge=1000, description="(view, entity) pairs cached; Redis holds all"
     )
+    gc_full_hours: float = Field(
+        default=6.0,
+        ge=0,
+        description="hours between full garbage collections (each pauses the flow; 0: never)",
+    )
     metrics_port: int = Field(default=9464, ge=0, description="Prometheus port; 0 disables")
     metrics_host: str = Field(default="127.0.0.1", description="address the metrics bind to")
     registry_poll_seconds: float = Field(default=1.0, gt=0)
