@@ -221,6 +221,44 @@ def settings_env(redis_url: str, project: str, work: Path, workers: int) -> dict
     }
 
 
+def time_stages() -> dict[str, float]:
+    """Wrap the pipeline's steps so each adds its wall time to the returned dict.
+
+    The steps run on the worker thread one after another, so their times add up to the
+    run's busy time; what is left is Bytewax itself (exchange, scheduling, snapshots).
+    """
+    from pipelines import dataflow, decoding, judging, tiling
+    from pipelines.sinks import parquet_log
+    from pipelines.sources import redis_streams
+
+    spent: dict[str, float] = {}
+
+    def wrap(owner: Any, attr: str, label: str, generator: bool = False) -> None:
+        fn = getattr(owner, attr)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            out = fn(*args, **kwargs)
+            if generator:
+                out = list(out)
+            spent[label] = spent.get(label, 0.0) + time.perf_counter() - t
+            return out
+
+        setattr(owner, attr, timed)
+
+    wrap(redis_streams._StreamPartition, "next_batch", "read (XREAD + parse)")
+    wrap(decoding.Decoder, "__call__", "decode + validate", generator=True)
+    wrap(judging.LedgerShard, "on_batch", "judge (lateness, dedup)")
+    wrap(dataflow.ToLog, "__call__", "log: Arrow table")
+    wrap(parquet_log._LogPartition, "snapshot", "log: Parquet files")
+    wrap(tiling.TileRouter, "__call__", "tiles: route", generator=True)
+    wrap(tiling.TileShard, "_load", "tiles: load misses")
+    wrap(tiling.TileShard, "_write", "tiles: encode + send")
+    wrap(tiling.TileShard, "on_batch", "tiles: total")
+    wrap(tiling.TileShard, "snapshot", "tiles: drain at epoch")
+    return spent
+
+
 def child(mode: str, until_idle: bool) -> None:
     """Run one flow in this process and print timings and peak RSS as JSON."""
     import bytewax.operators as op
@@ -235,6 +273,7 @@ def child(mode: str, until_idle: bool) -> None:
 
     settings = PipelineSettings()
     plans = PlanSource(bench_definitions())
+    stages = time_stages() if os.environ.get("BENCH_STAGES") else {}
     t0, c0 = time.perf_counter(), time.process_time()
     if mode == "bare":
 
@@ -265,11 +304,12 @@ def child(mode: str, until_idle: bool) -> None:
         "seconds": time.perf_counter() - t0,
         "cpu": time.process_time() - c0,
         "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "stages": stages,
     }
     print(orjson.dumps(out).decode(), flush=True)
 
 
-def run_child(env: dict[str, str], mode: str, processes: int = 1) -> dict[str, float]:
+def run_child(env: dict[str, str], mode: str, processes: int = 1) -> dict[str, Any]:
     """Run the flow in `processes` child processes (a local cluster); their figures.
 
     With several processes, each measures from its own start; the cluster only runs once
@@ -297,6 +337,7 @@ def run_child(env: dict[str, str], mode: str, processes: int = 1) -> dict[str, f
         "seconds": min(r["seconds"] for r in results),
         "cpu": sum(r["cpu"] for r in results),
         "maxrss_mib": sum(r["maxrss_mib"] for r in results),
+        "stages": results[0].get("stages") or {},
     }
 
 
@@ -319,6 +360,8 @@ def throughput(redis_url: str, work: Path, events: int, keys: int, runs: int) ->
             clear_outputs(client, project)
             run_dir = work / f"{mode}-{workers}-{processes}-{round_}"
             env = settings_env(redis_url, project, run_dir, workers)
+            if mode == "pipeline":
+                env["BENCH_STAGES"] = "1"  # a clock read per step call: negligible
             label = f"{mode} {workers}w" + (f" x {processes} processes" if processes > 1 else "")
             result = run_child(env, "bare" if mode == "bare" else "pipeline-idle", processes)
             if mode == "pipeline":
@@ -341,6 +384,15 @@ def throughput(redis_url: str, work: Path, events: int, keys: int, runs: int) ->
               f"   {cpu_rate:>10,.0f} events per CPU-second")  # fmt: skip
     rss = statistics.median(r["maxrss_mib"] for r in results["pipeline 1w"])
     print(f"\npeak RSS, 1 worker, {keys:,} keys x 3 views: {rss:,.0f} MiB\n")
+    last = results["pipeline 1w"][-1]
+    print("where the 1-worker run's wall time went (µs per event; tiles: total includes")
+    print("its load and encode lines):")
+    for stage, spent in last["stages"].items():
+        print(f"  {stage:26s} {spent / events * 1e6:7.1f} µs  ({spent / last['seconds']:5.1%})")
+    inner = ("tiles: load misses", "tiles: encode + send")  # already inside "tiles: total"
+    rest = last["seconds"] - sum(v for k, v in last["stages"].items() if k not in inner)
+    share = rest / last["seconds"]
+    print(f"  {'Bytewax and the rest':26s} {rest / events * 1e6:7.1f} µs  ({share:5.1%})\n")
     return statistics.median(events / r["seconds"] for r in results["pipeline 1w"])
 
 
