@@ -3,11 +3,13 @@
     python bench/front.py [--events 200000] [--keys 100000] [--rounds 5] [--rev REV]
 
 Appends `events` events of `bench/ingest.py`'s generator (a fraction `--invalid` spoiled)
-to a private redis-server, then each round a child process runs the stages over them in
-the order the flow does, one Bytewax activation per batch: `read` (the Redis Streams
-source partitions until drained), `decode` (the `validate` step: JSON, schema, shard
-split), `judge` (one `LedgerShard` per shard key, fresh each round) and `log` (the
-`to_log` step's Arrow tables). It prints the median process CPU per event of each stage.
+to a private redis-server, then each round a child process runs the stages over them as
+the flow does, one batch at a time through every stage (then dropped): `read` (one
+`next_batch` of a Redis Streams partition, partitions in turn), `decode` (the `validate`
+step: JSON, schema, shard split), `judge` (one `LedgerShard` per shard key, fresh each
+round) and `log` (the `to_log` step's Arrow table). It prints the median process CPU per
+event of each stage, and the time one snapshot of every shard's ledgers takes at the end.
+`FRONT_NO_GC=1` turns the garbage collector off in the children (its share, by difference).
 With `--rev`, the same child also runs on that git revision's `features/` and `pipelines/`
 (interleaved rounds against the same Redis data), and the ratios are printed.
 """
@@ -15,6 +17,7 @@ With `--rev`, the same child also runs on that git revision's `features/` and `p
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import shutil
 import statistics
@@ -43,7 +46,6 @@ def child(redis_url: str, count: int) -> dict[str, float]:
     from pipelines.judging import LedgerShard
     from pipelines.plan import PlanSource
     from pipelines.records import AcceptedBatch, RawBatch
-    from pipelines.run import tune_gc
     from pipelines.sources.redis_streams import RedisStreamSource
 
     try:
@@ -59,53 +61,60 @@ def child(redis_url: str, count: int) -> dict[str, float]:
     assert here.is_relative_to(TREE or ROOT), here  # the revision asked for
     plans = PlanSource(ingest.bench_definitions())
     source = RedisStreamSource(redis_url, PROJECT, ingest.PARTITIONS, plans, count, True)
-    tune_gc()
+    # The collector as `rillet run` tunes it: young collections every 50,000 allocations,
+    # survivors frozen about once a second (here: every 50,000 events, the target rate).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+    if os.environ.get("FRONT_NO_GC"):
+        gc.disable()
+    frozen_at = 0
+    validator = plans.current().sources["events"].validator
+    validator.validate([orjson.dumps(ingest.generate(1, 1)[0])])  # pandera's lazy imports
     cpu = time.process_time
-    out: dict[str, float] = {}
-
-    t = cpu()
-    raws: list[Any] = []
-    for part in source.list_parts():
-        partition = source.build_part("read", part, None)
+    out = dict.fromkeys(STAGES, 0.0)
+    decoder = Decoder(plans)
+    logics: dict[str, LedgerShard] = {}
+    partitions = [source.build_part("read", part, None) for part in source.list_parts()]
+    rows = 0
+    while partitions:  # one batch per partition in turn, each through every stage and dropped
+        partition = partitions.pop(0)
+        t0 = cpu()
         try:
-            while True:
-                raws.extend(x for x in partition.next_batch() if isinstance(x, RawBatch))
+            raws = [x for x in partition.next_batch() if isinstance(x, RawBatch)]
         except StopIteration:
             partition.close()
-    out["read"] = cpu() - t
-
-    decoder = Decoder(plans)
-    list(decoder(raws[0]))  # the validator's memo of accepted values warms up as in a long run
-    t = cpu()
-    activations = [list(decoder(raw)) for raw in raws]
-    out["decode"] = cpu() - t
-
-    logics: dict[str, LedgerShard] = {}
-    t = cpu()
-    judged: list[Any] = []
-    for items in activations:
+            continue
+        partitions.append(partition)
+        t1 = cpu()
         by_key: dict[str, list[Any]] = {}
-        for item in items:
-            if isinstance(item, tuple):
-                by_key.setdefault(item[0], []).append(item[1])
+        for raw in raws:
+            for item in decoder(raw):
+                if isinstance(item, tuple):
+                    by_key.setdefault(item[0], []).append(item[1])
+        t2 = cpu()
+        judged: list[Any] = []
         for key in sorted(by_key):  # Bytewax visits keys in sorted order
             logic = logics.get(key)
             if logic is None:
                 logic = logics[key] = LedgerShard(plans, None, True)
             judged.extend(logic.on_batch(by_key[key])[0])
-    out["judge"] = cpu() - t
+        t3 = cpu()
+        for item in judged:
+            if isinstance(item, AcceptedBatch):  # the `to_log` step
+                definition = plans.current().sources[item.source].source
+                rows += len(log_table(definition, item))
+        t4 = cpu()
+        del raws, by_key, judged
+        if rows - frozen_at >= 50_000:
+            gc.freeze()
+            frozen_at = rows
+        for stage, took in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+            out[stage] += took
     t = cpu()
     for logic in logics.values():
         logic.snapshot()
     out["snapshot"] = cpu() - t
-
-    t = cpu()
-    rows = 0
-    for item in judged:
-        if isinstance(item, AcceptedBatch):  # the `to_log` step
-            definition = plans.current().sources[item.source].source
-            rows += len(log_table(definition, item))
-    out["log"] = cpu() - t
     out["rows"] = rows
     return out
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from operator import itemgetter
+from itertools import compress, repeat
+from operator import is_, itemgetter
 from typing import Any
 
 import numpy as np
@@ -131,7 +132,6 @@ class Decoder:
             cache.clear()
         shards: list[Any] = list(map(cache.get, keys))
         if None in shards:
-            for i, shard in enumerate(shards):
-                if shard is None:
-                    shards[i] = cache[keys[i]] = shard_of(keys[i], LEDGER_SHARDS)
+            for i in compress(range(len(keys)), map(is_, shards, repeat(None))):
+                shards[i] = cache[keys[i]] = shard_of(keys[i], LEDGER_SHARDS)
         return shards
