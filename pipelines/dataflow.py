@@ -29,7 +29,7 @@ from pipelines.judging import LedgerShard
 from pipelines.plan import PlanSource
 from pipelines.records import AcceptedBatch, Counts, DeadLetterBatch, LagReport, LogBatch
 from pipelines.sinks.dead_letters import DeadLetterSink
-from pipelines.sinks.parquet_log import ParquetLogSink, events_to_table
+from pipelines.sinks.parquet_log import ParquetLogSink, log_table
 from pipelines.sinks.redis_writer import connection_for
 from pipelines.stats import StatsSink
 from pipelines.tiling import TILE_SHARDS, TileRouter, TileShard
@@ -58,7 +58,7 @@ class ToLog:
         source_plan = self.plans.current().sources.get(batch.source)
         if source_plan is None:
             return []
-        table = events_to_table(source_plan.source, batch.events, batch.ingested)
+        table = log_table(source_plan.source, batch)
         return [(LOG_WRITERS[batch.shard % len(LOG_WRITERS)], LogBatch(batch.source, table))]
 
 
