@@ -403,9 +403,9 @@ class TileShard(StatefulBatchLogic[TileInput, Any, bytes]):
         if excess <= 0:
             return
         uses = sorted(item.used for cache in self.cache.values() for item in cache.values())
-        cutoff = uses[min(excess, len(uses) - 1)]
+        cutoff = uses[min(excess, len(uses)) - 1]  # at least `excess` were used at or before
         for name, cache in self.cache.items():
-            for eid in [e for e, item in cache.items() if item.used < cutoff]:
+            for eid in [e for e, item in cache.items() if item.used <= cutoff]:
                 if (name, eid) not in self.pending:
                     del cache[eid]
         self.dropped = True

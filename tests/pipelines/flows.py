@@ -23,12 +23,15 @@ def run_until_idle(
     workers: int = 1,
     recovery_dir: Path | None = None,
     source: Any = None,
+    tile_cache: int = 500_000,
+    read_count: int = 500,
 ) -> None:
     """Run the whole pipeline until every stream partition is drained."""
-    source = source or RedisStreamSource(redis_url, PROJECT, 4, plans, count=500, until_idle=True)
-    flow = build_flow(
-        source, plans, Outputs(redis_url, PROJECT, root), snapshots=recovery_dir is not None
+    source = source or RedisStreamSource(
+        redis_url, PROJECT, 4, plans, count=read_count, until_idle=True
     )
+    outputs = Outputs(redis_url, PROJECT, root, tile_cache)
+    flow = build_flow(source, plans, outputs, snapshots=recovery_dir is not None)
     recovery = None
     if recovery_dir is not None:
         if not any(recovery_dir.glob("part-*.sqlite3")):

@@ -40,7 +40,7 @@ def test_a_rejected_write_is_raised_by_drain_and_the_connection_stays_usable(
         ("HSET", "h2", "a", 2),
     ]
     conn.send(_packed(commands), len(commands))
-    with pytest.raises(StorageError, match="rejected 1 tile write.*WRONGTYPE"):
+    with pytest.raises(StorageError, match=r"rejected 1 tile write.*WRONGTYPE"):
         conn.drain()
     assert redis_client.hget("h2", "a") == b"2"  # later writes were still applied
     conn.send(_packed([("HSET", "h3", "a", 3)]), 1)

@@ -28,6 +28,22 @@ from tests.pipelines.scenario import (
 pytestmark = pytest.mark.timeout(120)
 
 
+def test_a_tiny_tile_cache_evicts_and_reloads_without_losing_an_event(
+    redis_client: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    """One cached entity per shard: nearly every batch evicts entities whose writes may be
+    in flight and reads them back, so a stale read would show as a wrong value."""
+    defs = definitions()
+    now = now_us()
+    work = generate(defs, now, n_txns=800, n_clicks=800, seed=7, users=120)
+    push(redis_client, work)
+    run_until_idle(redis_url, PlanSource(defs), tmp_path / "offline", tile_cache=16, read_count=40)
+    assert mismatches(redis_client, work, now_us()) == []
+    assert mismatches(redis_client, work, now + 30 * M) == []
+    for name in defs.sources:
+        assert stats(redis_client, name) == expected_stats(work, name)
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_online_tiles_log_dead_letters_and_counters_match_brute_force(
     redis_client: redis.Redis, redis_url: str, tmp_path: Path, workers: int
