@@ -1,0 +1,106 @@
+"""The tile step's write ordering against a real Redis, with replies held back on purpose.
+
+`TileShard` does not wait for its writes. Its safety rests on two drains: before an epoch
+commits (`snapshot`) and before it re-reads an entity it dropped from its cache. Here the
+connection holds every batch until drained, the slowest Redis there could be, so a read
+that skipped the drain would see an entity without its latest writes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from features import layout
+from features.durations import now_us
+from features.model import Column, Definitions, Entity, FeatureView, Source
+from features.schema import Event
+from features.tiles import ViewTiler
+from pipelines.plan import PlanSource
+from pipelines.records import TileInput
+from pipelines.sinks.redis_writer import TileConnection
+from pipelines.tiling import TileShard
+from tests.pipelines.scenario import H, M, S, feature
+
+PROJECT = "ord"
+
+
+class HeldBack(TileConnection):
+    """A real connection whose writes reach Redis only when drained."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        super().__init__(client)
+        self.held: list[tuple[list[bytes], int]] = []
+
+    def send(self, packed: Any, count: int) -> None:
+        self.held.append((list(packed), count))
+
+    def drain(self) -> None:
+        for packed, count in self.held:
+            super().send(packed, count)
+        self.held.clear()
+        super().drain()
+
+
+def _definitions() -> Definitions:
+    source = Source(
+        name="clicks",
+        topic="clicks",
+        key=("user_id",),
+        event_id="click_id",
+        timestamp="ts",
+        allowed_lateness=H,
+        schema=(
+            Column("click_id", "string"),
+            Column("user_id", "string"),
+            Column("ts", "timestamp"),
+        ),
+    )
+    view = FeatureView("v", "user", "clicks", 2 * H, (feature("n_1h", "count", None, H),))
+    return Definitions(
+        entities={"user": Entity("user", ("user_id",))},
+        sources={"clicks": source},
+        views={"v": view},
+    )
+
+
+def _event(i: int, user: str, ts: int) -> Event:
+    row = {"click_id": f"c{i}", "user_id": user, "ts": ts}
+    return Event(i, ts, f"c{i}", (user,), row, {}, None)
+
+
+def test_an_evicted_entity_is_read_back_only_after_its_writes_landed(
+    redis_client: redis.Redis,
+) -> None:
+    plans = PlanSource(_definitions())
+    conn = HeldBack(redis_client)
+    # A cache of one entity: every batch evicts the other user, then reads it back.
+    shard = TileShard(plans, PROJECT, redis_client, conn, None, cache_limit=1)
+    now = now_us()
+    users = ["u1", "u2"]
+    sent: dict[str, int] = dict.fromkeys(users, 0)
+    for i in range(40):
+        user = users[i % 2]
+        event = _event(i, user, now - 30 * M + i * S)
+        shard.on_batch([TileInput(0, "p0#0", [(("v",), [(user, (user,), event, (1, i))])])])
+        sent[user] += 1
+    shard.snapshot()  # the epoch barrier: everything held is written
+    assert conn.held == []
+    tiler = ViewTiler(_definitions().views["v"])
+    for user in users:
+        state = layout.decode_tiles(redis_client.hgetall(layout.view_key(PROJECT, "v", user)))
+        assert state is not None
+        assert tiler.evaluate(state, now_us()) == {"n_1h": sent[user]}
+
+
+def test_without_the_drain_a_reread_would_be_stale(redis_client: redis.Redis) -> None:
+    """The failure the drain prevents is real: held writes are invisible to a reader."""
+    plans = PlanSource(_definitions())
+    conn = HeldBack(redis_client)
+    shard = TileShard(plans, PROJECT, redis_client, conn, None, cache_limit=1)
+    event = _event(0, "u1", now_us() - M)
+    shard.on_batch([TileInput(0, "p0#0", [(("v",), [("u1", ("u1",), event, (1, 0))])])])
+    assert redis_client.exists(layout.view_key(PROJECT, "v", "u1")) == 0
+    conn.drain()
+    assert redis_client.exists(layout.view_key(PROJECT, "v", "u1")) == 1
