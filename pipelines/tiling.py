@@ -30,13 +30,12 @@ from bytewax.operators import StatefulBatchLogic
 
 from features import layout
 from features.durations import US_PER_S, from_us, now_us
-from features.tiles import EntityTiles, TileKey
+from features.tiles import EntityTiles, TileKey, ceil_to
 from pipelines.decoding import LEDGER_SHARDS, shard_name
 from pipelines.plan import Plan, PlanSource, ViewRoute
 from pipelines.records import AcceptedBatch, Position, TileInput
 from pipelines.sinks.redis_bulk import fetch_raw, pack_one
 from pipelines.sinks.redis_tiles import (
-    bucketed_expiry_ms,
     bulk,
     expire_command,
     expiry_bucket_ms,
@@ -280,14 +279,12 @@ class TileShard(StatefulBatchLogic[TileInput, Any, bytes]):
         for name, items in touched.items():
             route: ViewRoute = plan.views[name]
             ttl, tiler = route.view.ttl, route.tiler
-            ttl_ms, bucket_ms = ttl // 1000, expiry_bucket_ms(ttl)
+            bucket_ms = expiry_bucket_ms(ttl)
             prune_above = PRUNE_ABOVE * len(route.view.granularities)
             new_ids = []
             for item in items:
-                changed = item.changed
+                changed: set[TileKey] = item.changed  # type: ignore[assignment]  # set when listed
                 item.changed = None
-                if changed is None:
-                    continue
                 item.used = batch
                 state = item.state
                 if state.pending:
@@ -321,11 +318,13 @@ class TileShard(StatefulBatchLogic[TileInput, Any, bytes]):
                 count += n
                 item.stored_pending = bool(state.pending)
                 max_ts = state.max_ts
-                if max_ts is not None and max_ts // 1000 + ttl_ms > item.expire_at:
-                    # the key expires `ttl` after its newest event, rounded up to a bucket
-                    item.expire_at = bucketed_expiry_ms(max_ts, ttl_ms, bucket_ms)
-                    packed.append(expire_command(item.key, item.expire_at))
-                    count += 1
+                if max_ts is not None:
+                    expire_at = layout.expire_at_ms(max_ts, ttl)
+                    if expire_at > item.expire_at:
+                        # set again only past the bucket set before (rounded up to it)
+                        item.expire_at = ceil_to(expire_at, bucket_ms)
+                        packed.append(expire_command(item.key, item.expire_at))
+                        count += 1
                 if item.fresh:
                     item.fresh = False
                     new_ids.append(item.eid)
@@ -364,7 +363,7 @@ class TileShard(StatefulBatchLogic[TileInput, Any, bytes]):
             if not item.state.pending:
                 del self.pending[(name, eid)]
                 continue
-            if any(rec[0] <= now for rec in item.state.pending) and item.changed is None:
+            if any(rec[0] <= now for rec in item.state.pending):
                 item.changed = set()
                 touched.setdefault(name, []).append(item)
         extra: list[tuple[Any, ...]] = []

@@ -71,9 +71,3 @@ def fetch_raw(client: redis.Redis, commands: Sequence[tuple[Any, ...]]) -> list[
     replies = _round_trip(client, b"".join(map(_pack, commands)), len(commands))
     _raise_errors(replies, "command(s)")
     return replies
-
-
-def send_packed(client: redis.Redis, packed: Sequence[bytes], count: int) -> None:
-    """Send already packed commands (`count` in all) in one round trip; raise on any error."""
-    if count:
-        _raise_errors(_round_trip(client, b"".join(packed), count), "write(s)")

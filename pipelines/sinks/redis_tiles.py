@@ -128,11 +128,6 @@ def expiry_bucket_ms(ttl_us: int) -> int:
     return max(1000, min(MAX_EXPIRY_BUCKET_MS, ttl_us // 16_000))
 
 
-def bucketed_expiry_ms(max_ts: int, ttl_ms: int, bucket_ms: int) -> int:
-    """`layout.expire_at_ms` rounded up to a multiple of `bucket_ms`."""
-    return -(-(max_ts // 1000 + ttl_ms) // bucket_ms) * bucket_ms
-
-
 def expire_command(key: bytes, at_ms: int) -> bytes:
     """`PEXPIREAT` as RESP bytes; `key` is the RESP bulk string of the hash key."""
     text = b"%d" % at_ms
