@@ -124,7 +124,7 @@ def tune_gc(full_every_s: float, freeze_every_s: float = 1.0) -> None:
     object to the permanent generation (`gc.freeze`) each `freeze_every_s`, where no
     collection looks. Tiles hold no reference cycles and are freed by reference counting;
     cycles from elsewhere wait for a full collection each `full_every_s` (0: never), which
-    pauses the flow (2 to 4 s with 300,000 cached entity views).
+    pauses the flow (2 to 6 s with 300,000 cached entity views).
     """
     gc.collect()
     gc.freeze()

@@ -94,8 +94,9 @@ def test_an_evicted_entity_is_read_back_only_after_its_writes_landed(
         assert tiler.evaluate(state, now_us()) == {"n_1h": sent[user]}
 
 
-def test_without_the_drain_a_reread_would_be_stale(redis_client: redis.Redis) -> None:
-    """The failure the drain prevents is real: held writes are invisible to a reader."""
+def test_the_step_writes_only_through_its_connection(redis_client: redis.Redis) -> None:
+    """Nothing reaches Redis before the connection is drained: no write bypasses it, so the
+    drains above are the only points where the step's tiles become visible."""
     plans = PlanSource(_definitions())
     conn = HeldBack(redis_client)
     shard = TileShard(plans, PROJECT, redis_client, conn, None, cache_limit=1)
