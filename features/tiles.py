@@ -281,6 +281,22 @@ class ViewTiler:
             del state.tiles[key]
         return dropped
 
+    def prune_due(self, state: EntityTiles) -> int | None:
+        """The earliest `now` at which `prune` drops one of the state's tiles (None: no tile).
+
+        A writer that prunes only from then on skips the scans that would drop nothing.
+        """
+        horizon = self.horizon
+        due = None
+        for g, start in state.tiles:
+            window = horizon.get(g)
+            if window is None:
+                return MIN_TS  # a tile size no feature reads: drop it at once
+            at = start + window + 1
+            if due is None or at < due:
+                due = at
+        return due
+
     def evaluate_feature(self, state: EntityTiles, name: str, as_of: int) -> Any:
         """The value of one feature as of `as_of` (exact when `as_of >= folded_until`).
 

@@ -72,6 +72,7 @@ class Cached:
     changed: set[TileKey] | None = None  # tiles changed by the batch being applied
     expire_at: int = 0  # the `PEXPIREAT` (ms) this step last set; 0: not known
     used: int = 0  # the shard's batch number of the last use (eviction order)
+    prune_at: int = _MIN  # no tile is prunable before this time (`ViewTiler.prune_due`)
 
 
 class TileRouter:
@@ -298,10 +299,13 @@ class TileShard(StatefulBatchLogic[TileInput, Any, bytes]):
                     count += 1
                     item.reset = False
                     item.stored_pending = False
-                if len(state.tiles) > prune_above:
+                if len(state.tiles) > prune_above and now >= item.prune_at:
                     # Tiles no window can read any more: dropped here rather than at the
-                    # sweep, so a busy entity's memory stays bounded by its windows.
+                    # sweep, so a busy entity's memory stays bounded by its windows. An
+                    # older tile a late event creates later waits for the next due time.
                     dropped = tiler.prune(state, now)
+                    due = tiler.prune_due(state)
+                    item.prune_at = _MIN if due is None else due
                     if dropped:
                         changed -= dropped
                         fields = [layout.tile_field(k) for k in dropped]

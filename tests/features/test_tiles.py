@@ -167,6 +167,21 @@ def test_a_writer_interleaving_apply_fold_and_prune_matches_brute_force(
     )
 
 
+@PROPERTY
+@given(data=st.data())
+def test_prune_due_is_the_first_clock_at_which_prune_drops_a_tile(data: st.DataObject) -> None:
+    scenario = data.draw(scenarios())
+    events = data.draw(event_sets(scenario))
+    tiler, state = apply_events(data, scenario, events)
+    due = tiler.prune_due(state)
+    if due is None:
+        assert not state.tiles
+        return
+    before = EntityTiles(tiles=dict(state.tiles))
+    assert not tiler.prune(before, due - 1), "prune dropped a tile before it was due"
+    assert tiler.prune(EntityTiles(tiles=dict(state.tiles)), due), "nothing due at prune_due"
+
+
 def test_tiles_of_a_removed_granularity_are_pruned() -> None:
     feat = Feature("n", "count", None, 60, 10)
     tiler = ViewTiler(FeatureView("v", "user", "src", 60, (feat,)))
