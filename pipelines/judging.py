@@ -12,10 +12,12 @@ from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
 
-from features.lateness import KeyLedger, judge_events
+from features.lateness import KeyLedger, judge_events, pack_ledgers, unpack_ledgers
 from pipelines.decoding import LATE_STAGE
 from pipelines.plan import PlanSource
 from pipelines.records import AcceptedBatch, Counts, DeadLetter, DeadLetterBatch, ShardBatch
+
+SNAPSHOT_FORMAT = 2  # (2, {source: packed ledgers}, counts); format 1 was (ledgers, counts)
 
 
 class LedgerShard(StatefulBatchLogic[ShardBatch, Any, bytes]):
@@ -24,9 +26,15 @@ class LedgerShard(StatefulBatchLogic[ShardBatch, Any, bytes]):
     def __init__(self, plans: PlanSource, resume: bytes | None, snapshots: bool) -> None:
         self.plans = plans
         self.snapshots = snapshots
-        state = pickle.loads(resume) if resume else ({}, {})  # noqa: S301 - our own recovery store
-        self.ledgers: dict[str, dict[tuple[Any, ...], KeyLedger]] = state[0]
-        self.counts: dict[str, list[int]] = state[1]
+        self.ledgers: dict[str, dict[tuple[Any, ...], KeyLedger]] = {}
+        self.counts: dict[str, list[int]] = {}
+        if resume:
+            state = pickle.loads(resume)  # noqa: S301 - our own recovery store
+            if len(state) == 2:  # written before the ledgers were packed in columns
+                self.ledgers, self.counts = state
+            else:
+                _, packed, self.counts = state
+                self.ledgers = {source: unpack_ledgers(cols) for source, cols in packed.items()}
         self.shard = 0  # the Bytewax key; every batch carries it
 
     def on_batch(self, values: list[ShardBatch]) -> tuple[list[Any], bool]:
@@ -87,4 +95,6 @@ class LedgerShard(StatefulBatchLogic[ShardBatch, Any, bytes]):
     def snapshot(self) -> bytes:
         if not self.snapshots:
             return b""
-        return pickle.dumps((self.ledgers, self.counts), protocol=pickle.HIGHEST_PROTOCOL)
+        packed = {source: pack_ledgers(ledgers) for source, ledgers in self.ledgers.items()}
+        state = (SNAPSHOT_FORMAT, packed, self.counts)
+        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
