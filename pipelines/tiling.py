@@ -37,6 +37,7 @@ from pipelines.records import AcceptedBatch, Position, TileInput
 from pipelines.sinks.redis_bulk import fetch_raw, pack_one
 from pipelines.sinks.redis_tiles import (
     bulk,
+    delete_command,
     expire_command,
     expiry_bucket_ms,
     meta_head,
@@ -308,12 +309,7 @@ class TileShard(StatefulBatchLogic[TileInput, Any, bytes]):
                     item.prune_at = _MIN if due is None else due
                     if dropped:
                         changed -= dropped
-                        fields = [layout.tile_field(k) for k in dropped]
-                        packed.append(
-                            pack_one(
-                                ("HDEL", layout.view_key(self.project, name, item.eid), *fields)
-                            )
-                        )
+                        packed.append(delete_command(item.key, dropped))
                         count += 1
                 data, n = pack_stream_write(
                     item.key, item.head, state, changed, item.marks, item.stored_pending

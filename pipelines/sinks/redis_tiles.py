@@ -134,6 +134,12 @@ def expire_command(key: bytes, at_ms: int) -> bytes:
     return b"*3\r\n$9\r\nPEXPIREAT\r\n%b$%d\r\n%b\r\n" % (key, len(text), text)
 
 
+def delete_command(key: bytes, tiles: Iterable[TileKey]) -> bytes:
+    """`HDEL` of tile fields as RESP bytes; `key` is the RESP bulk string of the hash key."""
+    fields = [tile_field(tile) for tile in tiles]
+    return b"*%d\r\n$4\r\nHDEL\r\n%b%b" % (len(fields) + 2, key, b"".join(fields))
+
+
 def queue_write(pipe: Any, write: TileWrite) -> None:
     """Queue HDEL / HSET / PEXPIREAT / PFADD of one encoded write on a Redis pipeline."""
     if write.removed:

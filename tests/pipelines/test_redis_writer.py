@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import hiredis
+import orjson
 import pytest
 import redis
 
+from features import layout
 from features.errors import StorageError
+from features.tiles import EntityTiles
+from pipelines.sinks.redis_tiles import (
+    bulk,
+    delete_command,
+    expire_command,
+    meta_head,
+    pack_stream_write,
+)
 from pipelines.sinks.redis_writer import TileConnection
 
 
@@ -61,3 +71,36 @@ def test_redis_going_away_is_a_storage_error(redis_url: str) -> None:
     conn.send(_packed([("HSET", "h", "a", 3)]), 1)
     conn.drain()
     assert client.hget("h", "a") == b"3"
+
+
+def test_hand_built_tile_commands_are_the_commands_they_name(redis_client: redis.Redis) -> None:
+    """The tile step frames HSET/HDEL/PEXPIREAT itself; each must equal hiredis's packing."""
+    key = layout.view_key("p", "v", "u1")
+    raw = bulk(key.encode())
+    tiles = [(60_000_000, 1_795_716_000_000_000), (900_000_000, 1_795_715_100_000_000)]
+    assert delete_command(raw, tiles) == hiredis.pack_command(
+        ("HDEL", key, *(layout.tile_field(t) for t in tiles))
+    )
+    assert expire_command(raw, 4_102_444_800_000) == hiredis.pack_command(
+        ("PEXPIREAT", key, 4_102_444_800_000)
+    )
+    state = EntityTiles(tiles={t: {"n": i + 1} for i, t in enumerate(tiles)}, max_ts=7)
+    head = meta_head(["u1"], "ver")
+    marks = {"p0#1": (1, 2)}
+    data, count = pack_stream_write(raw, head, state, tiles[:1], marks, clear_pending=True)
+    assert count == 1
+    meta = b'{"keys":["u1"],"v":"ver","max_ts":7,"folded":%d,"pos":{"p0#1":[1,2]}}' % (
+        state.folded_until
+    )
+    assert data == hiredis.pack_command(
+        ("HSET", key, layout.tile_field(tiles[0]), b'{"n":1}', "m", meta, "p", "[]")
+    )
+    conn = TileConnection(redis_client)
+    fields = {layout.tile_field(t): "x" for t in tiles}
+    redis_client.hset(key, mapping={**fields, "keep": "y"})
+    conn.send([delete_command(raw, tiles), data, expire_command(raw, 4_102_444_800_000)], 3)
+    conn.drain()
+    stored = redis_client.hgetall(key)
+    assert stored.keys() == {b"keep", layout.tile_field(tiles[0]).encode(), b"m", b"p"}
+    assert orjson.loads(stored[b"m"])["pos"] == {"p0#1": [1, 2]}
+    assert redis_client.pexpiretime(key) == 4_102_444_800_000
