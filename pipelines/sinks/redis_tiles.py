@@ -94,15 +94,16 @@ def pack_stream_write(
     when events are pending, or as `[]` when `clear_pending` (it held some before), so no
     `HDEL` is needed.
     """
+    # Few, large appends: this runs once per (entity, view) written, ~3 times per event.
     parts = [b"", b"$4\r\nHSET\r\n", key]
+    count = 4  # HSET, key, "m" and its value
     tiles, names = state.tiles, _FIELD_NAMES
     for tile in changed:
         value = tiles.get(tile)
         if value is not None:
-            name = names.get(tile)
-            parts.append(tile_field(tile) if name is None else name)
             data = _dumps(value)
-            parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+            parts += (names.get(tile) or tile_field(tile), b"$%d\r\n" % len(data), data, b"\r\n")
+            count += 2
     max_ts = state.max_ts
     meta = b'%b,"max_ts":%b,"folded":%d,"pos":%b}' % (
         head,
@@ -110,16 +111,15 @@ def pack_stream_write(
         state.folded_until,
         _dumps(marks),
     )
-    parts.append(b"$1\r\nm\r\n")
-    parts.append(b"$%d\r\n%b\r\n" % (len(meta), meta))
+    parts += (b"$1\r\nm\r\n$%d\r\n" % len(meta), meta, b"\r\n")
     if state.pending:
         data = _dumps(state.pending)
-        parts.append(b"$1\r\np\r\n")
-        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+        parts += (b"$1\r\np\r\n$%d\r\n" % len(data), data, b"\r\n")
+        count += 2
     elif clear_pending:
-        parts.append(b"$1\r\np\r\n")
-        parts.append(b"$2\r\n[]\r\n")
-    parts[0] = b"*%d\r\n" % (len(parts) - 1)
+        parts.append(b"$1\r\np\r\n$2\r\n[]\r\n")
+        count += 2
+    parts[0] = b"*%d\r\n" % count
     return b"".join(parts), 1
 
 

@@ -95,6 +95,12 @@ def test_hand_built_tile_commands_are_the_commands_they_name(redis_client: redis
     assert data == hiredis.pack_command(
         ("HSET", key, layout.tile_field(tiles[0]), b'{"n":1}', "m", meta, "p", "[]")
     )
+    state.pending = [[9, "e9", {"amount": 1.5}]]
+    pending, _ = pack_stream_write(raw, head, state, tiles, marks, clear_pending=False)
+    tile_fields = [x for t in tiles for x in (layout.tile_field(t), orjson.dumps(state.tiles[t]))]
+    assert pending == hiredis.pack_command(
+        ("HSET", key, *tile_fields, "m", meta, "p", orjson.dumps(state.pending))
+    )
     conn = TileConnection(redis_client)
     fields = {layout.tile_field(t): "x" for t in tiles}
     redis_client.hset(key, mapping={**fields, "keep": "y"})
