@@ -227,7 +227,7 @@ def time_stages() -> dict[str, float]:
     The steps run on the worker thread one after another, so their times add up to the
     run's busy time; what is left is Bytewax itself (exchange, scheduling, snapshots).
     """
-    from pipelines import dataflow, decoding, judging, tiling
+    from pipelines import dataflow, decoding, judging, tile_router, tiling
     from pipelines.sinks import parquet_log
     from pipelines.sources import redis_streams
 
@@ -251,7 +251,7 @@ def time_stages() -> dict[str, float]:
     wrap(judging.LedgerShard, "on_batch", "judge (lateness, dedup)")
     wrap(dataflow.ToLog, "__call__", "log: Arrow table")
     wrap(parquet_log._LogPartition, "snapshot", "log: Parquet files")
-    wrap(tiling.TileRouter, "__call__", "tiles: route", generator=True)
+    wrap(tile_router.TileRouter, "__call__", "tiles: route", generator=True)
     wrap(tiling.TileShard, "_load", "tiles: load misses")
     wrap(tiling.TileShard, "_write", "tiles: encode + send")
     wrap(tiling.TileShard, "on_batch", "tiles: total")

@@ -32,7 +32,8 @@ from pipelines.sinks.dead_letters import DeadLetterSink
 from pipelines.sinks.parquet_log import ParquetLogSink, log_table
 from pipelines.sinks.redis_writer import connection_for
 from pipelines.stats import StatsSink
-from pipelines.tiling import TILE_SHARDS, TileRouter, TileShard
+from pipelines.tile_router import TILE_SHARDS, TileRouter
+from pipelines.tiling import TileShard
 
 FLOW_ID = "rillet"
 LOG_WRITERS = tuple(f"w{i}" for i in range(8))  # fixed: Parquet writer partitions

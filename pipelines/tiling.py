@@ -1,10 +1,9 @@
 """The `tiles` step: per (view, entity) time tiles through `features.tiles.ViewTiler`.
 
-Accepted events are routed to the tile shard of their view's entity (which may differ from
-the source key: `page_views` keyed by (user, item) feeds a view on users). The online hash
-of each (view, entity) is the state: every batch writes the absolute tiles it changed plus,
-in `m`, the newest origin position applied per (origin partition, ledger shard) (`pos`)
-and the view's version (`v`). The shard keeps those hashes in a bounded cache and loads a
+`pipelines.tile_router` routes accepted events to the tile shard of their view's entity
+(which may differ from the source key). The online hash of each (view, entity) is the
+state: every batch writes the absolute tiles it changed plus, in `m`, the newest origin
+position applied per (origin partition, ledger shard) (`pos`) and the view's version (`v`). The shard keeps those hashes in a bounded cache and loads a
 missing entity from Redis before applying to it; after a crash, replayed events at or
 before an entity's `pos` are skipped, so nothing is applied twice.
 
@@ -19,8 +18,6 @@ periodic sweep prunes tiles no window can read.
 from __future__ import annotations
 
 import pickle
-import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -31,9 +28,8 @@ from bytewax.operators import StatefulBatchLogic
 from features import layout
 from features.durations import US_PER_S, from_us, now_us
 from features.tiles import EntityTiles, TileKey, ceil_to
-from pipelines.decoding import LEDGER_SHARDS, shard_name
 from pipelines.plan import Plan, PlanSource, ViewRoute
-from pipelines.records import AcceptedBatch, Position, TileInput
+from pipelines.records import Position, TileInput
 from pipelines.sinks.redis_bulk import fetch_raw, pack_one
 from pipelines.sinks.redis_tiles import (
     bulk,
@@ -49,12 +45,9 @@ from pipelines.stats import StatsWriter
 if TYPE_CHECKING:
     import redis
 
-TILE_SHARDS = 16  # Bytewax state keys of this step (its state is small: safe to change)
 SWEEP_US = 300 * US_PER_S
 PRUNE_ABOVE = 8  # tiles per tile size an entity may hold before a write prunes it
 _MIN = -(2**63)
-# A view keyed like its source reuses the ledger shard, which hashes the same entity id.
-_SAME_SHARDS = TILE_SHARDS == LEDGER_SHARDS
 
 
 @dataclass(slots=True)
@@ -74,62 +67,6 @@ class Cached:
     expire_at: int = 0  # the `PEXPIREAT` (ms) this step last set; 0: not known
     used: int = 0  # the shard's batch number of the last use (eviction order)
     prune_at: int = _MIN  # no tile is prunable before this time (`ViewTiler.prune_due`)
-
-
-class TileRouter:
-    """The `route` step: an accepted batch → one `TileInput` per tile shard it touches."""
-
-    def __init__(self, plans: PlanSource) -> None:
-        self.plans = plans
-
-    def __call__(self, batch: AcceptedBatch) -> Iterator[tuple[str, TileInput]]:
-        source_plan = self.plans.current().sources.get(batch.source)
-        if source_plan is None or not source_plan.views:
-            return
-        # Views on the same entity share one entity id and shard per event.
-        by_keys: dict[tuple[str, ...], list[str]] = {}
-        for route in source_plan.views:
-            by_keys.setdefault(route.join_keys, []).append(route.view.name)
-        shards: dict[int, TileInput] = {}
-        crc32, entity_id = zlib.crc32, layout.entity_id
-        positions = batch.positions
-        source_key = source_plan.source.key
-        # Positions only grow within one origin partition *and* one ledger shard (shards
-        # reach this step interleaved), so that pair names the replay guard's stream.
-        stream = f"{batch.part}#{batch.shard}"
-        for join_keys, names in by_keys.items():
-            group = tuple(names)
-            if _SAME_SHARDS and join_keys == source_key:
-                # The entity is the source key: every event is in the ledger shard's tile
-                # shard already, and its key values are never null.
-                entries = [
-                    (entity_id(event.key), event.key, event, positions[i])
-                    for i, event in enumerate(batch.events)
-                ]
-                inp = shards.get(batch.shard)
-                if inp is None:
-                    inp = shards[batch.shard] = TileInput(batch.shard, stream, [])
-                inp.groups.append((group, entries))
-                continue
-            per_shard: dict[int, list[tuple[str, tuple[Any, ...], Any, Position]]] = {}
-            for i, event in enumerate(batch.events):
-                row = event.row
-                values = tuple([row[k] for k in join_keys])
-                if None in values:
-                    continue  # an entity needs every join key
-                eid = entity_id(values)
-                shard = crc32(eid.encode()) % TILE_SHARDS
-                found = per_shard.get(shard)
-                if found is None:
-                    found = per_shard[shard] = []
-                found.append((eid, values, event, positions[i]))
-            for shard, found in per_shard.items():
-                inp = shards.get(shard)
-                if inp is None:
-                    inp = shards[shard] = TileInput(shard, stream, [])
-                inp.groups.append((group, found))
-        for shard, inp in shards.items():
-            yield (shard_name(shard), inp)
 
 
 class TileShard(StatefulBatchLogic[TileInput, Any, bytes]):

@@ -1,0 +1,77 @@
+"""The `route` step: accepted events → the tile shard of each of their views' entities.
+
+A view's entity may differ from its source's key (`page_views`, keyed by (user, item),
+feeds a view on users), so each event goes to the shard of the entity id every view of
+it needs; views on the same entity share one entry per event.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+from features import layout
+from pipelines.decoding import LEDGER_SHARDS, shard_name
+from pipelines.plan import PlanSource
+from pipelines.records import AcceptedBatch, Position, TileInput
+
+TILE_SHARDS = 16  # Bytewax state keys of the tiles step (its state is small: safe to change)
+# A view keyed like its source reuses the ledger shard, which hashes the same entity id.
+_SAME_SHARDS = TILE_SHARDS == LEDGER_SHARDS
+
+
+class TileRouter:
+    """The `route` step: an accepted batch → one `TileInput` per tile shard it touches."""
+
+    def __init__(self, plans: PlanSource) -> None:
+        self.plans = plans
+
+    def __call__(self, batch: AcceptedBatch) -> Iterator[tuple[str, TileInput]]:
+        source_plan = self.plans.current().sources.get(batch.source)
+        if source_plan is None or not source_plan.views:
+            return
+        # Views on the same entity share one entity id and shard per event.
+        by_keys: dict[tuple[str, ...], list[str]] = {}
+        for route in source_plan.views:
+            by_keys.setdefault(route.join_keys, []).append(route.view.name)
+        shards: dict[int, TileInput] = {}
+        crc32, entity_id = zlib.crc32, layout.entity_id
+        positions = batch.positions
+        source_key = source_plan.source.key
+        # Positions only grow within one origin partition *and* one ledger shard (shards
+        # reach this step interleaved), so that pair names the replay guard's stream.
+        stream = f"{batch.part}#{batch.shard}"
+        for join_keys, names in by_keys.items():
+            group = tuple(names)
+            if _SAME_SHARDS and join_keys == source_key:
+                # The entity is the source key: every event is in the ledger shard's tile
+                # shard already, and its key values are never null.
+                entries = [
+                    (entity_id(event.key), event.key, event, positions[i])
+                    for i, event in enumerate(batch.events)
+                ]
+                inp = shards.get(batch.shard)
+                if inp is None:
+                    inp = shards[batch.shard] = TileInput(batch.shard, stream, [])
+                inp.groups.append((group, entries))
+                continue
+            per_shard: dict[int, list[tuple[str, tuple[Any, ...], Any, Position]]] = {}
+            for i, event in enumerate(batch.events):
+                row = event.row
+                values = tuple([row[k] for k in join_keys])
+                if None in values:
+                    continue  # an entity needs every join key
+                eid = entity_id(values)
+                shard = crc32(eid.encode()) % TILE_SHARDS
+                found = per_shard.get(shard)
+                if found is None:
+                    found = per_shard[shard] = []
+                found.append((eid, values, event, positions[i]))
+            for shard, found in per_shard.items():
+                inp = shards.get(shard)
+                if inp is None:
+                    inp = shards[shard] = TileInput(shard, stream, [])
+                inp.groups.append((group, found))
+        for shard, inp in shards.items():
+            yield (shard_name(shard), inp)
