@@ -341,6 +341,12 @@ def run_child(env: dict[str, str], mode: str, processes: int = 1) -> dict[str, A
     }
 
 
+def redis_cpu_seconds(client: redis.Redis) -> float:
+    """CPU seconds the Redis server has used so far (user + system, all its threads)."""
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 # --------------------------------------------------------------------------- sections
 
 
@@ -363,7 +369,9 @@ def throughput(redis_url: str, work: Path, events: int, keys: int, runs: int) ->
             if mode == "pipeline":
                 env["BENCH_STAGES"] = "1"  # a clock read per step call: negligible
             label = f"{mode} {workers}w" + (f" x {processes} processes" if processes > 1 else "")
+            redis_cpu = redis_cpu_seconds(client)
             result = run_child(env, "bare" if mode == "bare" else "pipeline-idle", processes)
+            result["redis_cpu"] = redis_cpu_seconds(client) - redis_cpu
             if mode == "pipeline":
                 applied = int(
                     client.hget(layout.source_stats_key(project, "events"), "applied") or 0
@@ -374,6 +382,7 @@ def throughput(redis_url: str, work: Path, events: int, keys: int, runs: int) ->
             shutil.rmtree(run_dir, ignore_errors=True)
             print(f"  {label:26s} {events / result['seconds']:>10,.0f} events/s"
                   f"  ({result['seconds']:.1f} s wall, {result['cpu']:.1f} s CPU,"
+                  f" Redis {result['redis_cpu']:.1f} s CPU,"
                   f" peak RSS {result['maxrss_mib']:,.0f} MiB)", flush=True)  # fmt: skip
     print("\nend-to-end throughput (median of runs):")
     bare = statistics.median(events / r["seconds"] for r in results["bare 1w"])
@@ -382,6 +391,10 @@ def throughput(redis_url: str, work: Path, events: int, keys: int, runs: int) ->
         cpu_rate = statistics.median(events / r["cpu"] for r in rs)
         print(f"  {name:26s} {rate:>10,.0f} events/s ({rate / bare:5.1%} of the bare read)"
               f"   {cpu_rate:>10,.0f} events per CPU-second")  # fmt: skip
+    redis_us = statistics.median(r["redis_cpu"] for r in results["pipeline 1w"]) / events * 1e6
+    core = redis_us * 50_000 / 1e6
+    print(f"\nRedis's own CPU per event, 1 worker: {redis_us:.1f} µs (tile writes and reads,"
+          f" XREADs; at 50,000 events/s: {core:.2f} of a core)")  # fmt: skip
     rss = statistics.median(r["maxrss_mib"] for r in results["pipeline 1w"])
     print(f"\npeak RSS, 1 worker, {keys:,} keys x 3 views: {rss:,.0f} MiB\n")
     last = results["pipeline 1w"][-1]
