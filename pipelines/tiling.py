@@ -3,9 +3,10 @@
 `pipelines.tile_router` routes accepted events to the tile shard of their view's entity
 (which may differ from the source key). The online hash of each (view, entity) is the
 state: every batch writes the absolute tiles it changed plus, in `m`, the newest origin
-position applied per (origin partition, ledger shard) (`pos`) and the view's version (`v`). The shard keeps those hashes in a bounded cache and loads a
-missing entity from Redis before applying to it; after a crash, replayed events at or
-before an entity's `pos` are skipped, so nothing is applied twice.
+position applied per (origin partition, ledger shard) (`pos`) and the view's version (`v`).
+The shard keeps those hashes in a bounded cache and loads a missing entity from Redis
+before applying to it; after a crash, replayed events at or before an entity's `pos` are
+skipped, so nothing is applied twice.
 
 The step writes through its worker's `TileConnection` without waiting for the replies, so
 Redis applies a batch while the step computes the next one. `snapshot()` drains the
