@@ -19,6 +19,7 @@ periodic sweep prunes tiles no window can read.
 from __future__ import annotations
 
 import pickle
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -205,12 +206,13 @@ class TileShard(StatefulBatchLogic[TileInput, Any, bytes]):
         touched: dict[str, list[Cached]],
         now: int,
         fresh: dict[str, int],
-        extra: list[tuple[Any, ...]] | None = None,
+        extra: Sequence[bytes] = (),
     ) -> None:
         """Submit the absolute state of every touched entity (folding due pending events).
 
-        The HyperLogLog of new entities, `extra` commands and the views' freshness go
-        last: once freshness shows a time, the tiles holding it are written.
+        `extra` (the sweep's `HDEL`s, as RESP), the HyperLogLog of new entities and the
+        views' freshness go last: once freshness shows a time, the tiles holding it are
+        written.
         """
         packed: list[bytes] = []
         count = 0
@@ -249,11 +251,12 @@ class TileShard(StatefulBatchLogic[TileInput, Any, bytes]):
                         changed -= dropped
                         packed.append(delete_command(item.key, dropped))
                         count += 1
-                data, n = pack_stream_write(
-                    item.key, item.head, state, changed, item.marks, item.stored_pending
+                packed.append(
+                    pack_stream_write(
+                        item.key, item.head, state, changed, item.marks, item.stored_pending
+                    )
                 )
-                packed.append(data)
-                count += n
+                count += 1
                 item.stored_pending = bool(state.pending)
                 max_ts = state.max_ts
                 if max_ts is not None:
@@ -268,11 +271,11 @@ class TileShard(StatefulBatchLogic[TileInput, Any, bytes]):
                     new_ids.append(item.eid)
             if new_ids:
                 hll.append(("PFADD", layout.entity_count_key(self.project, name), *new_ids))
-        commands = hll + (extra or [])
-        commands += self.stats.freshness_commands(fresh) if fresh else []
+        packed += extra
+        commands = hll + (self.stats.freshness_commands(fresh) if fresh else [])
         for command in commands:
             packed.append(pack_one(command))
-        self.writer.send(packed, count + len(commands))
+        self.writer.send(packed, count + len(extra) + len(commands))
         self.pending_at = self._earliest_pending() if self.pending else None
 
     def _earliest_pending(self) -> int | None:
@@ -304,7 +307,7 @@ class TileShard(StatefulBatchLogic[TileInput, Any, bytes]):
             if any(rec[0] <= now for rec in item.state.pending):
                 item.changed = set()
                 touched.setdefault(name, []).append(item)
-        extra: list[tuple[Any, ...]] = []
+        extra: list[bytes] = []
         if now >= self.next_sweep:
             extra = self._sweep(plan, now)
             self.next_sweep = now + SWEEP_US
@@ -314,21 +317,21 @@ class TileShard(StatefulBatchLogic[TileInput, Any, bytes]):
             self.pending_at = None
         return [], StatefulBatchLogic.RETAIN
 
-    def _sweep(self, plan: Plan, now: int) -> list[tuple[Any, ...]]:
-        """`HDEL`s of cached tiles no window can read any more; drops expired entities."""
-        commands: list[tuple[Any, ...]] = []
+    def _sweep(self, plan: Plan, now: int) -> list[bytes]:
+        """`HDEL`s (RESP) of cached tiles no window can read any more; drops expired entities."""
+        commands: list[bytes] = []
         for name, cache in self.cache.items():
             route = plan.views[name]
             ttl = route.view.ttl
             for eid in list(cache):
-                state = cache[eid].state
+                item = cache[eid]
+                state = item.state
                 dropped = route.tiler.prune(state, now)
                 if state.max_ts is not None and state.max_ts + ttl < now and not state.pending:
                     del cache[eid]  # its online key has expired too
                     self.dropped = True
                 elif dropped:
-                    key = layout.view_key(self.project, name, eid)
-                    commands.append(("HDEL", key, *(layout.tile_field(k) for k in sorted(dropped))))
+                    commands.append(delete_command(item.key, sorted(dropped)))
         return commands
 
     def _size(self) -> int:

@@ -86,8 +86,8 @@ def pack_stream_write(
     changed: Iterable[TileKey],
     marks: dict[str, Any],
     clear_pending: bool,
-) -> tuple[bytes, int]:
-    """The stream's `HSET` of one entity as RESP bytes, and its number of fields.
+) -> bytes:
+    """The stream's `HSET` of one entity as RESP bytes (one command).
 
     `key` is the RESP bulk string of the hash key and `head` the entity's `meta_head`. It
     sets the changed tiles, `m` (`max_ts`, `folded`, the replay marks as `pos`) and `p`
@@ -120,7 +120,7 @@ def pack_stream_write(
         parts.append(b"$1\r\np\r\n$2\r\n[]\r\n")
         count += 2
     parts[0] = b"*%d\r\n" % count
-    return b"".join(parts), 1
+    return b"".join(parts)
 
 
 def expiry_bucket_ms(ttl_us: int) -> int:

@@ -87,8 +87,7 @@ def test_hand_built_tile_commands_are_the_commands_they_name(redis_client: redis
     state = EntityTiles(tiles={t: {"n": i + 1} for i, t in enumerate(tiles)}, max_ts=7)
     head = meta_head(["u1"], "ver")
     marks = {"p0#1": (1, 2)}
-    data, count = pack_stream_write(raw, head, state, tiles[:1], marks, clear_pending=True)
-    assert count == 1
+    data = pack_stream_write(raw, head, state, tiles[:1], marks, clear_pending=True)
     meta = b'{"keys":["u1"],"v":"ver","max_ts":7,"folded":%d,"pos":{"p0#1":[1,2]}}' % (
         state.folded_until
     )
@@ -96,7 +95,7 @@ def test_hand_built_tile_commands_are_the_commands_they_name(redis_client: redis
         ("HSET", key, layout.tile_field(tiles[0]), b'{"n":1}', "m", meta, "p", "[]")
     )
     state.pending = [[9, "e9", {"amount": 1.5}]]
-    pending, _ = pack_stream_write(raw, head, state, tiles, marks, clear_pending=False)
+    pending = pack_stream_write(raw, head, state, tiles, marks, clear_pending=False)
     tile_fields = [x for t in tiles for x in (layout.tile_field(t), orjson.dumps(state.tiles[t]))]
     assert pending == hiredis.pack_command(
         ("HSET", key, *tile_fields, "m", meta, "p", orjson.dumps(state.pending))

@@ -105,3 +105,30 @@ def test_the_step_writes_only_through_its_connection(redis_client: redis.Redis) 
     assert redis_client.exists(layout.view_key(PROJECT, "v", "u1")) == 0
     conn.drain()
     assert redis_client.exists(layout.view_key(PROJECT, "v", "u1")) == 1
+
+
+def test_the_sweep_deletes_tiles_no_window_reads_and_forgets_expired_entities(
+    redis_client: redis.Redis,
+) -> None:
+    plans = PlanSource(_definitions())  # one view: a count over 1 h, ttl 2 h
+    conn = TileConnection(redis_client)
+    shard = TileShard(plans, PROJECT, redis_client, conn, None, cache_limit=100)
+    now = now_us()
+    batch = [
+        ("u1", _event(0, "u1", now - 3 * H)),  # a tile past every window
+        ("u1", _event(1, "u1", now - 10 * M)),
+        ("u2", _event(2, "u2", now - 3 * H)),  # newest event older than the ttl
+    ]
+    entries = [(user, (user,), event, (1, i)) for i, (user, event) in enumerate(batch)]
+    shard.on_batch([TileInput(0, "p0#0", [(("v",), entries)])])
+    conn.drain()
+    key = layout.view_key(PROJECT, "v", "u1")
+    assert len([f for f in redis_client.hkeys(key) if f.startswith(b"t:")]) == 2
+    shard.next_sweep = now_us()  # due now
+    shard.on_notify()
+    conn.drain()
+    tiles = [f for f in redis_client.hkeys(key) if f.startswith(b"t:")]
+    g = _definitions().views["v"].features[0].granularity
+    recent = now - 10 * M
+    assert tiles == [layout.tile_field((g, recent - recent % g)).encode()]
+    assert set(shard.cache["v"]) == {"u1"}
