@@ -46,15 +46,14 @@ def child(redis_url: str, count: int) -> dict[str, float]:
     from pipelines.judging import LedgerShard
     from pipelines.plan import PlanSource
     from pipelines.records import AcceptedBatch, RawBatch
+    from pipelines.sinks.parquet_log import events_to_table
     from pipelines.sources.redis_streams import RedisStreamSource
 
-    try:
-        from pipelines.sinks.parquet_log import log_table
-    except ImportError:  # an older revision: what its `to_log` step did
-        from pipelines.sinks.parquet_log import events_to_table
-
-        def log_table(source: Any, batch: Any) -> Any:  # type: ignore[misc]
-            return events_to_table(source, batch.events, batch.ingested)
+    def log_table(source: Any, batch: Any) -> Any:
+        """What the revision's `to_log` step does: the decoder's table, or (older
+        revisions) a table built from the events."""
+        table = getattr(batch, "table", None)
+        return events_to_table(source, batch.events, batch.ingested) if table is None else table
 
     assert Decoder.__module__ in sys.modules
     here = Path(sys.modules[Decoder.__module__].__file__ or "")

@@ -29,7 +29,7 @@ from pipelines.judging import LedgerShard
 from pipelines.plan import PlanSource
 from pipelines.records import AcceptedBatch, Counts, DeadLetterBatch, LagReport, LogBatch
 from pipelines.sinks.dead_letters import DeadLetterSink
-from pipelines.sinks.parquet_log import ParquetLogSink, log_table
+from pipelines.sinks.parquet_log import ParquetLogSink
 from pipelines.sinks.redis_writer import connection_for
 from pipelines.stats import StatsSink
 from pipelines.tile_router import TILE_SHARDS, TileRouter
@@ -56,11 +56,9 @@ class ToLog:
         self.plans = plans
 
     def __call__(self, batch: AcceptedBatch) -> list[tuple[str, LogBatch]]:
-        source_plan = self.plans.current().sources.get(batch.source)
-        if source_plan is None:
+        if batch.source not in self.plans.current().sources:
             return []
-        table = log_table(source_plan.source, batch)
-        return [(LOG_WRITERS[batch.shard % len(LOG_WRITERS)], LogBatch(batch.source, table))]
+        return [(LOG_WRITERS[batch.shard % len(LOG_WRITERS)], LogBatch(batch.source, batch.table))]
 
 
 def _is(kind: type) -> Any:

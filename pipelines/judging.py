@@ -66,7 +66,6 @@ class LedgerShard(StatefulBatchLogic[ShardBatch, Any, bytes]):
                     )
                 )
             elif accepted:
-                table = batch.table
                 out.append(
                     AcceptedBatch(
                         batch.source,
@@ -75,7 +74,7 @@ class LedgerShard(StatefulBatchLogic[ShardBatch, Any, bytes]):
                         list(map(events.__getitem__, accepted)),
                         list(map(batch.ingested.__getitem__, accepted)),
                         list(map(batch.positions.__getitem__, accepted)),
-                        None if table is None else table.take(accepted),
+                        batch.table.take(accepted),
                     )
                 )
             if late:

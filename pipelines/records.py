@@ -8,7 +8,7 @@ to never write the same letter twice after a replay.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 Position = tuple[int, int]
@@ -62,11 +62,11 @@ class ShardBatch:
     source: str
     part: str
     shard: int
-    events: list[Any] = field(default_factory=list)
-    payloads: list[bytes] = field(default_factory=list)
-    ingested: list[int] = field(default_factory=list)
-    positions: list[Position] = field(default_factory=list)
-    table: Any = None  # the events' Arrow table in the log schema, if the decoder built it
+    events: list[Any]
+    payloads: list[bytes]
+    ingested: list[int]
+    positions: list[Position]
+    table: Any  # the events' Arrow table in the log schema (`parquet_log.columns_to_table`)
 
 
 @dataclass(slots=True)
@@ -80,7 +80,7 @@ class AcceptedBatch:
     events: list[Any]
     ingested: list[int]
     positions: list[Position]
-    table: Any = None  # the events' Arrow table in the log schema (`parquet_log.log_table`)
+    table: Any  # the events' Arrow table in the log schema (the decoder's, accepted rows)
 
 
 @dataclass(slots=True)

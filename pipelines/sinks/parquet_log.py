@@ -130,13 +130,6 @@ def _with_log_columns(
     return pa.Table.from_arrays(columns, schema=log_schema(source))
 
 
-def log_table(source: Source, batch: Any) -> pa.Table:
-    """The log table of an `AcceptedBatch`: the one the decoder built, else from its events."""
-    if batch.table is not None:
-        return batch.table
-    return events_to_table(source, batch.events, batch.ingested)
-
-
 def write_table_atomic(path: Path, table: pa.Table, durable: bool = False) -> None:
     """Write `table` as zstd Parquet at `path` via a `.tmp` sibling and an atomic rename.
 

@@ -22,7 +22,7 @@ from pipelines.decoding import LEDGER_SHARDS, Decoder, shard_name, shard_of
 from pipelines.judging import LedgerShard
 from pipelines.plan import PlanSource
 from pipelines.records import AcceptedBatch, Counts, DeadLetterBatch, RawBatch, ShardBatch
-from pipelines.sinks.parquet_log import events_to_table, log_table
+from pipelines.sinks.parquet_log import events_to_table
 from pipelines.sources.redis_streams import RedisStreamSource
 from tests.pipelines.scenario import PROJECT, definitions, generate
 
@@ -99,7 +99,7 @@ def test_judge_keeps_each_accepted_event_with_its_position_and_log_row() -> None
                 assert got.positions == [batch.positions[i] for i in want]
                 assert got.ingested == [batch.ingested[i] for i in want]
                 want_table = events_to_table(source, got.events, got.ingested)
-                assert log_table(source, got).equals(want_table)
+                assert got.table.equals(want_table)
             want_late = [i for i, v in enumerate(expected) if v == "late"]
             assert [(d.position, d.payload, d.correlation_id) for b in late for d in b.letters] == [
                 (batch.positions[i], batch.payloads[i], batch.events[i].correlation_id)
