@@ -329,10 +329,7 @@ class ViewTiler:
         evaluates every requested feature of every entity. Features of one tile size and
         window share one scan of the tiles, and each merges its parts in one `_merge_all`.
         """
-        key = None if names is None else tuple(names)
-        plan = self._eval_plans.get(key)
-        if plan is None:
-            plan = self._eval_plans[key] = self._eval_plan(key)
+        plan = self._plan(names)
         tiles = state.tiles.items()
         acc: dict[str, Any] = dict.fromkeys(plan.names)
         # Plain loops: a comprehension is a function call of its own (Python < 3.12).
@@ -373,6 +370,14 @@ class ViewTiler:
                     elif row.get(f.column) is not None:
                         acc[f.name] = f.agg.update(acc[f.name], row[f.column], ts, eid)
 
+    def _plan(self, names: Iterable[str] | None) -> EvalPlan:
+        """The evaluation plan of a feature list, built on first use."""
+        key = None if names is None else tuple(names)
+        plan = self._eval_plans.get(key)
+        if plan is None:
+            plan = self._eval_plans[key] = self._eval_plan(key)
+        return plan
+
     def _eval_plan(self, names: tuple[str, ...] | None) -> EvalPlan:
         """The distinct features wanted, grouped by (tile size, window), with their merges."""
         feats = (
@@ -396,11 +401,7 @@ class ViewTiler:
     def read_horizon(self, names: Iterable[str] | None = None) -> Mapping[int, int]:
         """The largest window per tile size of the named features: `evaluate` as of T reads
         only tiles of these sizes starting in `[T - horizon, T]` (a reader may skip others)."""
-        key = None if names is None else tuple(names)
-        plan = self._eval_plans.get(key)
-        if plan is None:
-            plan = self._eval_plans[key] = self._eval_plan(key)
-        return plan.horizon
+        return self._plan(names).horizon
 
     def empty_values(self, names: Iterable[str] | None = None) -> dict[str, Any]:
         """Values of an entity never seen: empty windows (count/sum 0, else null)."""
