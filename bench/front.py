@@ -19,11 +19,9 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -177,12 +175,7 @@ def main() -> None:
     import ingest
     import redis
 
-    work = Path(tempfile.mkdtemp(prefix="rillet-front-"))
-    server = None
-    url = args.redis_url
-    if url is None:
-        server, url = ingest.start_redis(work)
-    try:
+    with ingest.scratch_redis(args.redis_url, "rillet-front-") as (url, work):
         client = redis.Redis.from_url(url)
         for key in client.scan_iter(match=f"rillet:{PROJECT}:*"):
             client.unlink(key)
@@ -214,11 +207,6 @@ def main() -> None:
             base, cur = medians[args.rev], medians["current"]
             cells = "".join(f"{cur[s] / base[s]:9.2f}" for s in (*STAGES, "total"))
             print(f"  {'ratio':12s}{cells}   (current / {args.rev})")
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=10)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ Each pipeline run is a child process (`--child`), so its peak RSS is its own.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import resource
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +147,23 @@ def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
         except redis.ConnectionError:
             time.sleep(0.02)
     return proc, f"redis://127.0.0.1:{port}/0"
+
+
+@contextlib.contextmanager
+def scratch_redis(url: str | None, prefix: str) -> Iterator[tuple[str, Path]]:
+    """A scratch directory and a Redis URL: `url`, or a private redis-server started in the
+    directory. The server stops and the directory goes when the block ends."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    server = None
+    if url is None:
+        server, url = start_redis(work)
+    try:
+        yield url, work
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=10)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def append(client: redis.Redis, project: str, events: list[dict[str, Any]]) -> None:
@@ -512,12 +531,7 @@ def main() -> None:
     if args.child:
         child(args.child, until_idle=args.child != "pipeline-tail")
         return
-    work = Path(tempfile.mkdtemp(prefix="rillet-bench-"))
-    server = None
-    url = args.redis_url
-    if url is None:
-        server, url = start_redis(work)
-    try:
+    with scratch_redis(args.redis_url, "rillet-bench-") as (url, work):
         print(f"machine: {os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f}\n")
         if not args.skip_throughput:
             throughput(url, work, args.events, args.keys, args.runs)
@@ -526,11 +540,6 @@ def main() -> None:
                 for workers in args.fresh_workers:
                     freshness(url, work, rate, args.seconds, workers)
         print(f"load average at the end: {os.getloadavg()[0]:.1f}")
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=10)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
