@@ -1,0 +1,153 @@
+"""The floor of the stream's per-event work in CPython: what one worker could reach at best.
+
+    python bench/floor.py [--events 1000000] [--keys 100000] [--rounds 3]
+
+Runs the work every event of `bench/ingest.py`'s workload needs (three views, seven
+features) in the plainest loop: no Bytewax, no schema checks, no lateness, no Parquet, no
+recovery, no cache eviction, the garbage collector off. Stages are cumulative, each adding
+one piece of the real code to the one before:
+
+- `decode`: `orjson.loads` of each payload, the event time to µs;
+- `dedup`: a set of event ids per source key (the judge's duplicate check, alone);
+- `fold`: `ViewTiler.apply_into` of every view, with the replay marks (the tiles step);
+- `encode`: `redis_tiles.pack_stream_write`, one `HSET` per (event, view);
+- `send`: those bytes to a private redis-server through `TileConnection`, replies counted.
+
+Each (stage, round) is a fresh child process; it prints the median CPU µs per event and
+the events/s that cost allows, next to the 20 µs per event that 50,000 events/s allows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+STAGES = ("decode", "dedup", "fold", "encode", "send")
+TARGET = 50_000  # events/s on one worker (issue 3)
+BATCH = 2000
+PROJECT = "floor"
+
+
+def child(stage: int, events: int, keys: int, redis_url: str) -> float:
+    """CPU seconds of stages `0..stage` over `events` generated events."""
+    import ingest
+    import redis
+
+    from features import layout
+    from features.durations import now_us
+    from features.tiles import EntityTiles
+    from pipelines.plan import PlanSource
+    from pipelines.sinks.redis_tiles import bulk, meta_head, pack_stream_write
+    from pipelines.sinks.redis_writer import TileConnection
+
+    payloads = [orjson.dumps(e) for e in ingest.generate(events, keys)]
+    routes = list(PlanSource(ingest.bench_definitions()).current().views.values())
+    conn = TileConnection(redis.Redis.from_url(redis_url))
+    seen: dict[str, set[str]] = {}
+    # per view: entity -> [state, marks, RESP key, meta head]
+    cached: list[dict[str, list[Any]]] = [{} for _ in routes]
+    now = now_us()
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    start = time.process_time()
+    position = 0
+    for first in range(0, len(payloads), BATCH):
+        packed: list[bytes] = []
+        for payload in payloads[first : first + BATCH]:
+            event = orjson.loads(payload)
+            ts = event["ts"] = event["ts"] * 1000
+            if stage < 1:
+                continue
+            user, eid = event["user_id"], event["event_id"]
+            ids = seen.get(user)
+            if ids is None:
+                ids = seen[user] = set()
+            if eid in ids:
+                continue
+            ids.add(eid)
+            if stage < 2:
+                continue
+            position += 1
+            for route, cache in zip(routes, cached, strict=True):
+                item = cache.get(user)
+                if item is None:
+                    key = bulk(layout.view_key(PROJECT, route.view.name, user).encode())
+                    item = cache[user] = [EntityTiles(), {}, key, meta_head([user], route.version)]
+                state, marks = item[0], item[1]
+                last = marks.get("p0#0")
+                if last is not None and (1, position) <= last:
+                    continue
+                marks["p0#0"] = (1, position)
+                changed: set[tuple[int, int]] = set()
+                route.tiler.apply_into(state, ts, eid, event, now, changed)
+                if stage >= 3:
+                    packed.append(pack_stream_write(item[2], item[3], state, changed, marks, False))
+        if stage >= 4:
+            conn.send(packed, len(packed))
+    if stage >= 4:
+        conn.drain()
+    spent = time.process_time() - start
+    gc.enable()
+    return spent
+
+
+def main() -> None:
+    import ingest
+    import redis
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--keys", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--redis-url", default=None)
+    args = parser.parse_args()
+    if args.child is not None:
+        print(child(args.child, args.events, args.keys, args.redis_url))
+        return
+
+    costs: dict[int, list[float]] = {i: [] for i in range(len(STAGES))}
+    with ingest.scratch_redis(args.redis_url, "rillet-floor-") as (url, _):
+        client = redis.Redis.from_url(url)
+        for rnd in range(args.rounds):
+            for i, name in enumerate(STAGES):
+                client.flushdb()
+                out = subprocess.run(
+                    [sys.executable, __file__, "--child", str(i), "--events", str(args.events),
+                     "--keys", str(args.keys), "--redis-url", url],
+                    check=True, capture_output=True, text=True,
+                )  # fmt: skip
+                us = float(out.stdout.strip()) / args.events * 1e6
+                costs[i].append(us)
+                print(f"  round {rnd + 1} {name:7s} {us:6.1f} µs/event", flush=True)
+
+    budget = 1e6 / TARGET
+    print(
+        f"\nper-event floor in CPython ({args.events:,} events, {args.keys:,} keys, 3 views;"
+        f" median of {args.rounds}; stages are cumulative):"
+    )
+    before = 0.0
+    for i, name in enumerate(STAGES):
+        us = statistics.median(costs[i])
+        print(
+            f"  + {name:7s} {us:6.1f} µs/event (+{us - before:5.1f})"
+            f"  -> at most {1e6 / us:>9,.0f} events/s  ({us / budget:4.2f}x the budget)"
+        )
+        before = us
+    print(f"  {TARGET:,} events/s on one worker allows {budget:.1f} µs of CPU per event.")
+
+
+if __name__ == "__main__":
+    main()
