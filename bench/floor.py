@@ -39,8 +39,8 @@ BATCH = 2000
 PROJECT = "floor"
 
 
-def child(stage: int, events: int, keys: int, redis_url: str) -> float:
-    """CPU seconds of stages `0..stage` over `events` generated events."""
+def child(stage: int, events_path: Path, redis_url: str) -> float:
+    """CPU seconds of stages `0..stage` over the events of `events_path` (JSON lines)."""
     import ingest
     import redis
 
@@ -51,7 +51,7 @@ def child(stage: int, events: int, keys: int, redis_url: str) -> float:
     from pipelines.sinks.redis_tiles import bulk, meta_head, pack_stream_write
     from pipelines.sinks.redis_writer import TileConnection
 
-    payloads = [orjson.dumps(e) for e in ingest.generate(events, keys)]
+    payloads = events_path.read_bytes().split(b"\n")
     routes = list(PlanSource(ingest.bench_definitions()).current().views.values())
     conn = TileConnection(redis.Redis.from_url(redis_url))
     seen: dict[str, set[str]] = {}
@@ -88,7 +88,7 @@ def child(stage: int, events: int, keys: int, redis_url: str) -> float:
                 state, marks = item[0], item[1]
                 last = marks.get("p0#0")
                 if last is not None and (1, position) <= last:
-                    continue
+                    continue  # the replay guard's cost: never taken, positions only grow
                 marks["p0#0"] = (1, position)
                 changed: set[tuple[int, int]] = set()
                 route.tiler.apply_into(state, ts, eid, event, now, changed)
@@ -112,21 +112,23 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--events-file", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--redis-url", default=None)
     args = parser.parse_args()
     if args.child is not None:
-        print(child(args.child, args.events, args.keys, args.redis_url))
+        print(child(args.child, args.events_file, args.redis_url))
         return
 
     costs: dict[int, list[float]] = {i: [] for i in range(len(STAGES))}
-    with ingest.scratch_redis(args.redis_url, "rillet-floor-") as (url, _):
+    with ingest.scratch_redis(args.redis_url, "rillet-floor-") as (url, work):
+        events = ingest.events_file(work, args.events, args.keys)
         client = redis.Redis.from_url(url)
         for rnd in range(args.rounds):
             for i, name in enumerate(STAGES):
                 client.flushdb()
                 out = subprocess.run(
-                    [sys.executable, __file__, "--child", str(i), "--events", str(args.events),
-                     "--keys", str(args.keys), "--redis-url", url],
+                    [sys.executable, __file__, "--child", str(i), "--events-file", str(events),
+                     "--redis-url", url],
                     check=True, capture_output=True, text=True,
                 )  # fmt: skip
                 us = float(out.stdout.strip()) / args.events * 1e6

@@ -193,6 +193,14 @@ def append(client: redis.Redis, project: str, events: list[dict[str, Any]]) -> N
         client.connection_pool.release(conn)
 
 
+def events_file(directory: Path, n: int, keys: int) -> Path:
+    """`generate(n, keys)` as JSON lines in `directory`: generated once, read by every child
+    process of a benchmark (generating and encoding 1M events takes longer than reading)."""
+    path = directory / "events.jsonl"
+    path.write_bytes(b"\n".join(orjson.dumps(e) for e in generate(n, keys)))
+    return path
+
+
 def generate(n: int, keys: int, seed: int = 1) -> list[dict[str, Any]]:
     """`n` events over the last 6 hours (broker order ≈ time order) for `keys` users."""
     rng = random.Random(seed)

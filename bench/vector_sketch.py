@@ -127,15 +127,17 @@ def last_n_json(col: dict[str, np.ndarray], rows: np.ndarray) -> pa.Array:
     return _join(*[pc.if_else(pc.greater(k, j), items[j], "") for j in range(3)], "")
 
 
-def child(events: int, keys: int, batch: int, redis_url: str, one_hash: bool) -> tuple[float, int]:
+def child(
+    events_path: Path, keys: int, batch: int, redis_url: str, one_hash: bool
+) -> tuple[float, int]:
     """CPU seconds of folding, encoding and sending every event; feature values that differ
     from `ViewTiler` over 300 sampled entities."""
-    import ingest
     import redis
 
     from pipelines.sinks.redis_writer import TileConnection
 
-    raw = ingest.generate(events, keys)
+    raw = [orjson.loads(line) for line in events_path.read_bytes().split(b"\n")]
+    events = len(raw)
     users = np.array([e["user_id"] for e in raw], dtype=object)
     ts_all = np.array([e["ts"] * 1000 for e in raw], dtype=np.int64)
     amount_all = np.array([e["amount"] for e in raw], dtype=np.float64)
@@ -204,12 +206,11 @@ def child(events: int, keys: int, batch: int, redis_url: str, one_hash: bool) ->
         views = {
             "v_counts": [
                 c1m.field(s1, c), bulk(_join('{"count_1h":', text(c1m.col["n"][r1]), "}", "")),
-                c15m.field(s2, c), bulk(counts_15m), bulk(pa.array([f"{c}m"] * len(user))), meta,
+                c15m.field(s2, c), bulk(counts_15m), f"${len(c) + 1}\r\n{c}m\r\n", meta,
             ],
-            "v_amounts": [a1h.field(s3, a), bulk(amounts), bulk(pa.array([f"{a}m"] * len(user))),
-                          meta],
+            "v_amounts": [a1h.field(s3, a), bulk(amounts), f"${len(a) + 1}\r\n{a}m\r\n", meta],
             "v_last": [l1h.field(s4, v), bulk(last), l1m.field(s5, v), bulk(last_3),
-                       bulk(pa.array([f"{v}m"] * len(user))), meta],
+                       f"${len(v) + 1}\r\n{v}m\r\n", meta],
         }  # fmt: skip
         if one_hash:  # one hash per entity: all views' fields, namespaced by view
             views = {"": [f for fields in views.values() for f in fields]}
@@ -279,22 +280,24 @@ def main() -> None:
     parser.add_argument("--redis-url", default=None)
     parser.add_argument("--one-hash", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--events-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        result = child(args.events, args.keys, args.batch, args.redis_url, args.one_hash)
+        result = child(args.events_file, args.keys, args.batch, args.redis_url, args.one_hash)
         print(orjson.dumps(result).decode())
         return
     layouts = {"hash per (entity, view)": False, "hash per entity": True}
     worker: dict[str, list[float]] = {name: [] for name in layouts}
     server: dict[str, list[float]] = {name: [] for name in layouts}
-    with ingest.scratch_redis(args.redis_url, "rillet-sketch-") as (url, _):
+    with ingest.scratch_redis(args.redis_url, "rillet-sketch-") as (url, work):
+        events = ingest.events_file(work, args.events, args.keys)
         client = redis.Redis.from_url(url)
         for rnd in range(args.rounds):
             for name, one_hash in layouts.items():
                 client.flushdb()
-                before = redis_cpu(client)
+                before = ingest.redis_cpu_seconds(client)
                 out = subprocess.run(
-                    [sys.executable, __file__, "--child", "--events", str(args.events), "--keys",
+                    [sys.executable, __file__, "--child", "--events-file", str(events), "--keys",
                      str(args.keys), "--batch", str(args.batch), "--redis-url", url,
                      *(["--one-hash"] if one_hash else [])],
                     check=True, capture_output=True, text=True,
@@ -302,7 +305,7 @@ def main() -> None:
                 cpu, wrong = orjson.loads(out.stdout)
                 worker[name].append(cpu / args.events * 1e6)
                 # the check's reads are a few hundred HGETALLs: noise against 1M HSETs
-                server[name].append((redis_cpu(client) - before) / args.events * 1e6)
+                server[name].append((ingest.redis_cpu_seconds(client) - before) / args.events * 1e6)
                 print(f"  round {rnd + 1} {name:24s} worker {worker[name][-1]:5.1f} µs/event,"
                       f" Redis {server[name][-1]:5.1f} µs/event; {wrong} sampled feature"
                       " values differ from ViewTiler", flush=True)  # fmt: skip
@@ -317,11 +320,6 @@ def main() -> None:
             f" events/s)   Redis {statistics.median(server[name]):5.1f} µs"
         )
     print("  50,000 events/s on one worker allows 20.0 µs per event.")
-
-
-def redis_cpu(client: Any) -> float:
-    info = client.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 if __name__ == "__main__":
