@@ -254,7 +254,7 @@ def time_stages() -> dict[str, float]:
     The steps run on the worker thread one after another, so their times add up to the
     run's busy time; what is left is Bytewax itself (exchange, scheduling, snapshots).
     """
-    from pipelines import dataflow, decoding, judging, tile_router, tiling
+    from pipelines import dataflow, decoding, judging, tile_router, tiling, view_tiles
     from pipelines.sinks import parquet_log
     from pipelines.sources import redis_streams
 
@@ -279,10 +279,11 @@ def time_stages() -> dict[str, float]:
     wrap(dataflow.ToLog, "__call__", "log: Arrow table")
     wrap(parquet_log._LogPartition, "snapshot", "log: Parquet files")
     wrap(tile_router.TileRouter, "__call__", "tiles: route", generator=True)
-    wrap(tiling.TileShard, "_load", "tiles: load misses")
-    wrap(tiling.TileShard, "_write", "tiles: encode + send")
-    wrap(tiling.TileShard, "on_batch", "tiles: total")
-    wrap(tiling.TileShard, "snapshot", "tiles: drain at epoch")
+    wrap(tiling.TileEngine, "_load", "tiles: load misses")
+    wrap(view_tiles.ViewTiles, "apply", "tiles: fold")
+    wrap(tiling.TileEngine, "_write", "tiles: encode + send")
+    wrap(tiling.TileEngine, "flush", "tiles: total")
+    wrap(tiling.TileEngine, "drain", "tiles: drain at epoch")
     return spent
 
 
@@ -426,10 +427,11 @@ def throughput(redis_url: str, work: Path, events: int, keys: int, runs: int) ->
     print(f"\npeak RSS, 1 worker, {keys:,} keys x 3 views: {rss:,.0f} MiB\n")
     last = results["pipeline 1w"][-1]
     print("where the 1-worker run's wall time went (µs per event; tiles: total includes")
-    print("its load and encode lines):")
+    print("its load, fold and encode lines):")
     for stage, spent in last["stages"].items():
         print(f"  {stage:26s} {spent / events * 1e6:7.1f} µs  ({spent / last['seconds']:5.1%})")
-    inner = ("tiles: load misses", "tiles: encode + send")  # already inside "tiles: total"
+    # already inside "tiles: total"
+    inner = ("tiles: load misses", "tiles: fold", "tiles: encode + send")
     rest = last["seconds"] - sum(v for k, v in last["stages"].items() if k not in inner)
     share = rest / last["seconds"]
     print(f"  {'Bytewax and the rest':26s} {rest / events * 1e6:7.1f} µs  ({share:5.1%})\n")

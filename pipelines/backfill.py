@@ -10,9 +10,11 @@ nothing.
 Hand-over to the stream (docs/semantics.md): the online hash is the stream's state (the
 tile step loads an entity from Redis when it is not cached), so a backfill done while the
 pipeline is stopped is simply picked up when it starts again. The hash keeps the view
-version (`m.v`) the stream checks and its replay marks (`m.pos`), so a restart neither
-resets nor re-applies anything. A running pipeline would overwrite rebuilt entities it
-still caches, so `backfill` refuses to run while the pipeline's counters keep moving.
+version (`m.v`) the stream checks and its replay marks (the `o:<stream>` fields, and
+`m.pos` of older versions), so a restart neither resets nor re-applies anything; the marks
+of another version of the view are deleted with its tiles. A running pipeline would
+overwrite rebuilt entities it still caches, so `backfill` refuses to run while the
+pipeline's counters keep moving.
 """
 
 # ruff: noqa: S608 - SQL is built here on purpose; names go through ident()
@@ -275,7 +277,11 @@ class Backfill:
             dropped = [k for k in existing if k not in kept]
             write_tiles(write, self.project, view, values, state, kept, dropped)
             meta = orjson.loads(replies[2 * i + 1]) if replies[2 * i + 1] else {}
-            marks = meta.get("pos") if meta.get("v") == version else None
+            same = meta.get("v") == version
+            marks = meta.get("pos") if same else None
+            stale = [] if same else _mark_fields(replies[2 * i])
+            if stale:
+                write.hdel(hash_keys[i], *stale)
             write.hset(
                 hash_keys[i],
                 layout.META_FIELD,
@@ -290,6 +296,11 @@ class Backfill:
                 ),
             )
         write.execute()
+
+
+def _mark_fields(fields: Sequence[Any]) -> list[Any]:
+    """The stream's replay-mark fields (`o:<stream>`) among the field names of a hash."""
+    return [f for f in fields if (f if isinstance(f, bytes) else f.encode()).startswith(b"o:")]
 
 
 def _tile_keys(fields: Sequence[Any]) -> list[TileKey]:

@@ -30,10 +30,9 @@ from pipelines.plan import PlanSource
 from pipelines.records import AcceptedBatch, Counts, DeadLetterBatch, LagReport, LogBatch
 from pipelines.sinks.dead_letters import DeadLetterSink
 from pipelines.sinks.parquet_log import ParquetLogSink
-from pipelines.sinks.redis_writer import connection_for
 from pipelines.stats import StatsSink
 from pipelines.tile_router import TILE_SHARDS, TileRouter
-from pipelines.tiling import TileShard
+from pipelines.tiling import shard_builder
 
 FLOW_ID = "rillet"
 LOG_WRITERS = tuple(f"w{i}" for i in range(8))  # fixed: Parquet writer partitions
@@ -105,8 +104,6 @@ def build_flow(
     op.stateful_batch(
         "tiles",
         routed,
-        lambda resume: TileShard(
-            plans, outputs.project, client, connection_for(outputs.redis_url), resume, per_shard
-        ),
+        shard_builder(plans, outputs.project, client, outputs.redis_url, per_shard),
     )
     return flow

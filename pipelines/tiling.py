@@ -1,378 +1,325 @@
-"""The `tiles` step: per (view, entity) time tiles through `features.tiles.ViewTiler`.
+"""The `tiles` step: accepted events → per (view, entity) time tiles in Redis, a batch at a time.
 
-`pipelines.tile_router` routes accepted events to the tile shard of their view's entity
-(which may differ from the source key). The online hash of each (view, entity) is the
-state: every batch writes the absolute tiles it changed plus, in `m`, the newest origin
-position applied per (origin partition, ledger shard) (`pos`) and the view's version (`v`).
-The shard keeps those hashes in a bounded cache and loads a missing entity from Redis
-before applying to it; after a crash, replayed events at or before an entity's `pos` are
-skipped, so nothing is applied twice.
+`pipelines.tile_router` routes accepted events to the tile shard of their view's entity.
+The shards of one worker share one `TileEngine`: Bytewax hands each shard its own slice of
+an activation (~1/16 of it), too small to fold column-wise, so a shard only queues its
+inputs and the engine folds them together once enough have come, or at the next
+notification, epoch snapshot or end of input. Entities are disjoint across shards, and each
+shard's inputs keep their order, so the result is the same as folding shard by shard.
 
-The step writes through its worker's `TileConnection` without waiting for the replies, so
-Redis applies a batch while the step computes the next one. `snapshot()` drains the
-replies: Bytewax commits an epoch only after its tiles are in Redis. Bytewax snapshots
-stay tiny (the set of entities with events later than the clock), which keeps epoch closes
-short and freshness steady. Pending events are folded when a notification fires; a
-periodic sweep prunes tiles no window can read.
+The online hash of each (view, entity) is the state: every flush writes the absolute tiles
+it changed, `m` and, per origin stream (origin partition and ledger shard), the newest
+position applied. The engine caches those hashes (`view_tiles.ViewTiles`) and loads a
+missing entity from Redis before applying to it; after a crash, replayed events at or
+before an entity's mark are skipped, so nothing is applied twice. It writes through its
+worker's `TileConnection` without waiting for the replies; `snapshot()` drains them, so
+Bytewax commits an epoch only after its tiles are in Redis. Bytewax snapshots stay tiny: the
+entities of the shard with events later than the clock.
 """
 
 from __future__ import annotations
 
 import pickle
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import zlib
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import orjson
+import numpy as np
 from bytewax.operators import StatefulBatchLogic
 
 from features import layout
 from features.durations import US_PER_S, from_us, now_us
-from features.tiles import EntityTiles, TileKey, ceil_to
-from pipelines.plan import Plan, PlanSource, ViewRoute
-from pipelines.records import Position, TileInput
+from pipelines.plan import Plan, PlanSource
+from pipelines.records import TileInput
+from pipelines.sinks import tile_commands
 from pipelines.sinks.redis_bulk import fetch_raw, pack_one
-from pipelines.sinks.redis_tiles import (
-    bulk,
-    delete_command,
-    expire_command,
-    expiry_bucket_ms,
-    meta_head,
-    pack_stream_write,
-)
-from pipelines.sinks.redis_writer import TileConnection
+from pipelines.sinks.redis_writer import TileConnection, connection_for
 from pipelines.stats import StatsWriter
+from pipelines.tile_router import TILE_SHARDS
+from pipelines.view_tiles import NONE, Batch, Changes, ViewTiles
 
 if TYPE_CHECKING:
     import redis
 
 SWEEP_US = 300 * US_PER_S
-PRUNE_ABOVE = 8  # tiles per tile size an entity may hold before a write prunes it
-_MIN = -(2**63)
+FLUSH_EVENTS = 2000  # queued events that make a shard's call fold the worker's queue at once
+Pending = dict[tuple[str, str], tuple[Any, ...]]  # (view, entity) → join-key values
 
 
-@dataclass(slots=True)
-class Cached:
-    """One (view, entity) as the online store holds it, plus what the writer needs."""
-
-    state: EntityTiles
-    eid: str
-    keys: tuple[Any, ...]
-    key: bytes  # the hash key as a RESP bulk string
-    head: bytes  # `redis_tiles.meta_head`: the fixed start of `m`
-    marks: dict[str, Position] = field(default_factory=dict)
-    fresh: bool = True  # absent from Redis when loaded: count it in the HyperLogLog
-    reset: bool = False  # Redis held another version of the view: delete before writing
-    stored_pending: bool = False  # Redis holds a non-empty `p`
-    changed: set[TileKey] | None = None  # tiles changed by the batch being applied
-    expire_at: int = 0  # the `PEXPIREAT` (ms) this step last set; 0: not known
-    used: int = 0  # the shard's batch number of the last use (eviction order)
-    prune_at: int = _MIN  # no tile is prunable before this time (`ViewTiler.prune_due`)
+def shard_of_entity(eid: str) -> int:
+    """The tile shard of an entity id (the router's rule, also for source-keyed views)."""
+    return zlib.crc32(eid.encode()) % TILE_SHARDS
 
 
-class TileShard(StatefulBatchLogic[TileInput, Any, bytes]):
-    """A cache of the online tiles of one shard's entities; writes absolute tiles per batch."""
+class TileEngine:
+    """One worker's tiles: the views' cached entities, the queue of inputs, the writes."""
 
     def __init__(
-        self,
-        plans: PlanSource,
-        project: str,
-        client: redis.Redis,
-        writer: TileConnection,
-        resume: bytes | None,
-        cache_limit: int,
+        self, plans: PlanSource, project: str, client: redis.Redis, writer: TileConnection
     ) -> None:
         self.plans = plans
         self.project = project
         self.client = client
         self.writer = writer
         self.stats = StatsWriter(client, project)
-        self.cache_limit = cache_limit
-        self.cache: dict[str, dict[str, Cached]] = {}  # view → entity → Cached
+        self.views: dict[str, ViewTiles] = {}
         self.versions: dict[str, str] = {}
-        self.batches = 0
-        self.dropped = False  # entities left the cache since the last flush
-        # (view, entity) → join-key values, for entities holding events later than the clock
-        loaded = pickle.loads(resume) if resume else {}  # noqa: S301 - our own recovery store
-        self.pending: dict[tuple[str, str], tuple[Any, ...]] = loaded
-        # restored pending entities are looked at in the first notification
-        self.pending_at: int | None = now_us() if self.pending else None
+        self.queue: list[TileInput] = []
+        self.queued = 0
+        self.limit = 0  # cached (view, entity) pairs allowed (the shards' limits summed)
+        self.flushes = 0
+        self.dropped = False  # entities left the cache since the last read from Redis
+        self.restored: Pending = {}  # pending entities of resumed shards, not loaded yet
         self.next_sweep = now_us() + SWEEP_US
-        self.first = True
 
-    # ------------------------------------------------------------------ cache
+    # ------------------------------------------------------------------ queue
+
+    def submit(self, values: list[TileInput]) -> None:
+        """Queue a shard's inputs; fold the queue once it is large enough."""
+        self.queue += values
+        self.queued += sum(len(e) for inp in values for _, e in inp.groups)
+        if self.queued >= FLUSH_EVENTS:
+            self.flush()
+
+    def due(self) -> int:
+        """When the engine next has work without new input (µs)."""
+        if self.queue or self.restored:
+            return now_us()
+        due = self.next_sweep
+        for view in self.views.values():
+            if view.pending:
+                first = view.earliest_pending()
+                if first is not None and first < due:
+                    due = first
+        return due
+
+    def restore(self, pending: Pending) -> None:
+        """Pending entities of a resumed shard: loaded and looked at in the next flush."""
+        self.restored.update(pending)
+
+    def drain(self) -> None:
+        """Wait until Redis has applied every write sent (an epoch barrier)."""
+        self.writer.drain()
+
+    def pending_of(self, shard: int) -> Pending:
+        """The shard's entities holding events later than the clock (its Bytewax state)."""
+        out = {k: v for k, v in self.restored.items() if shard_of_entity(k[1]) == shard}
+        for name, view in self.views.items():
+            for eid, keys, ent_shard in view.pending_entities():
+                if ent_shard == shard:
+                    out[(name, eid)] = keys
+        return out
+
+    # ------------------------------------------------------------------ flush
+
+    def flush(self) -> None:
+        """Fold the queued inputs and due pending events, write them, then tidy the cache."""
+        plan = self.plans.current()
+        self._sync_views(plan)
+        inputs, self.queue, self.queued = self.queue, [], 0
+        self.flushes += 1
+        now = now_us()
+        work = self._batches(inputs)
+        self._load(work)
+        changes = {name: Changes() for name in self.views}
+        fresh: dict[str, int] = {}
+        for name, view, batch in work:
+            top = view.apply(batch, now, changes[name], self.flushes)
+            if top != NONE and top > fresh.get(name, NONE):
+                fresh[name] = top
+        for name, view in self.views.items():
+            if view.pending:
+                view.fold_due(now, changes[name])
+        extra: list[bytes] = []
+        if now >= self.next_sweep:
+            extra = self.sweep(now)
+            self.next_sweep = now + SWEEP_US
+        self._write(changes, fresh, extra)
+        if sum(len(v) for v in self.views.values()) > self.limit:
+            self._evict()
 
     def _sync_views(self, plan: Plan) -> None:
-        """Forget cached entities of views that changed or disappeared."""
-        for name in list(self.cache):
+        """Forget the cache of views that changed or disappeared; start new views empty."""
+        for name in list(self.views):
             route = plan.views.get(name)
             if route is None or route.version != self.versions.get(name):
-                del self.cache[name]
+                del self.views[name]
                 self.versions.pop(name, None)
-                self.pending = {k: v for k, v in self.pending.items() if k[0] != name}
+                self.restored = {k: v for k, v in self.restored.items() if k[0] != name}
                 self.dropped = True
         for name, route in plan.views.items():
-            if name not in self.cache:
-                self.cache[name] = {}
+            if name not in self.views:
+                source = plan.definitions.sources[route.view.source]
+                dtypes = {c.name: c.dtype for c in source.schema}
+                self.views[name] = ViewTiles(self.project, route, dtypes)
                 self.versions[name] = route.version
 
-    def _load(self, plan: Plan, wanted: list[tuple[str, str, tuple[Any, ...]]]) -> None:
-        """Read the entities of `wanted` missing from the cache from Redis (one round trip)."""
-        todo = []
-        for name, eid, keys in wanted:
-            cache = self.cache[name]
-            if eid not in cache:
-                cache[eid] = None  # type: ignore[assignment]  # filled below; dedups `todo`
-                todo.append((name, eid, keys))
+    def _batches(self, inputs: list[TileInput]) -> list[tuple[str, ViewTiles, Batch]]:
+        """Each (input, view group) as columns, once per view of the group."""
+        work = []
+        for inp in inputs:
+            for names, entries in inp.groups:
+                views = [(n, self.views[n]) for n in names if n in self.views]
+                if not views or not entries:
+                    continue
+                columns = sorted({c for _, v in views for c in v.columns})
+                batch = _columns(inp, entries, columns)
+                work += [(name, view, batch) for name, view in views]
+        return work
+
+    def _load(self, work: list[tuple[str, ViewTiles, Batch]]) -> None:
+        """Read every entity of `work` (and every restored one) missing from the cache."""
+        todo: dict[tuple[str, str], tuple[tuple[Any, ...], int]] = {}
+        for name, view, batch in work:
+            for i in view.missing(batch.eids):
+                todo.setdefault((name, batch.eids[i]), (batch.keys[i], batch.shard))
+        for (name, eid), keys in self.restored.items():
+            view = self.views.get(name)
+            if view is not None and eid not in view.index:
+                todo.setdefault((name, eid), (keys, shard_of_entity(eid)))
+        self.restored = {}
         if not todo:
             return
         if self.dropped:
             # A dropped entity may still have writes in flight: let them land before reading.
             self.writer.drain()
             self.dropped = False
-        project = self.project
-        commands = [("HGETALL", layout.view_key(project, n, e)) for n, e, _ in todo]
-        for (name, eid, keys), reply in zip(todo, fetch_raw(self.client, commands), strict=True):
-            self.cache[name][eid] = _cached(reply, project, eid, keys, plan.views[name])
-
-    def _missing(self, values: list[TileInput]) -> list[tuple[str, str, tuple[Any, ...]]]:
-        """(view, entity, join-key values) of every routed entity not in the cache."""
-        wanted = []
-        for inp in values:
-            for names, entries in inp.groups:
-                for name in names:
-                    cache = self.cache.get(name)
-                    if cache is None:
-                        continue
-                    for eid, keys, _, _ in entries:
-                        if eid not in cache:
-                            wanted.append((name, eid, keys))
-        return wanted
-
-    # ------------------------------------------------------------------ Bytewax callbacks
-
-    def on_batch(self, values: list[TileInput]) -> tuple[list[Any], bool]:
-        plan = self.plans.current()
-        if plan.views.keys() != self.cache.keys() or any(
-            r.version != self.versions.get(n) for n, r in plan.views.items()
-        ):
-            self._sync_views(plan)
-        if self.first:  # stagger the shards' sweeps by their number
-            self.first = False
-            self.next_sweep += values[0].shard * US_PER_S
-        self.batches += 1
-        self._load(plan, self._missing(values))
-        now = now_us()
-        touched: dict[str, list[Cached]] = {}
-        fresh: dict[str, int] = {}
-        for inp in values:
-            part = inp.part
-            for names, entries in inp.groups:
-                for name in names:
-                    route = plan.views.get(name)
-                    if route is None:
-                        continue  # removed from the registry since it was routed
-                    apply, cache = route.tiler.apply_into, self.cache[name]
-                    items = touched.get(name)
-                    if items is None:
-                        items = touched[name] = []
-                    top = fresh.get(name, _MIN)
-                    for eid, _, event, position in entries:
-                        item = cache[eid]
-                        marks = item.marks
-                        last = marks.get(part)
-                        if last is not None and position <= last:
-                            continue  # applied before a crash: Redis already has it
-                        marks[part] = position
-                        changed = item.changed
-                        if changed is None:
-                            changed = item.changed = set()
-                            items.append(item)
-                        ts = event.ts
-                        apply(item.state, ts, event.eid, event.row, now, changed)
-                        if ts > top:
-                            top = ts
-                    if top > _MIN:
-                        fresh[name] = top
-        self._write(plan, touched, now, fresh)
-        if self._size() > self.cache_limit:
-            self._evict()
-        return [], StatefulBatchLogic.RETAIN
+        commands = [("HGETALL", layout.view_key(self.project, n, e)) for n, e in todo]
+        replies = fetch_raw(self.client, commands)
+        for ((name, eid), (keys, shard)), reply in zip(todo.items(), replies, strict=True):
+            self.views[name].load(eid, keys, shard, reply)
 
     def _write(
-        self,
-        plan: Plan,
-        touched: dict[str, list[Cached]],
-        now: int,
-        fresh: dict[str, int],
-        extra: Sequence[bytes] = (),
+        self, changes: dict[str, Changes], fresh: dict[str, int], extra: list[bytes]
     ) -> None:
-        """Submit the absolute state of every touched entity (folding due pending events).
-
-        `extra` (the sweep's `HDEL`s, as RESP), the HyperLogLog of new entities and the
-        views' freshness go last: once freshness shows a time, the tiles holding it are
-        written.
-        """
-        packed: list[bytes] = []
+        """Send every view's writes, then the extra commands, new entities and freshness:
+        once freshness shows a time, the tiles holding it are written."""
+        packed: list[Any] = []
         count = 0
-        batch = self.batches
-        hll: list[tuple[Any, ...]] = []
-        for name, items in touched.items():
-            route: ViewRoute = plan.views[name]
-            ttl, tiler = route.view.ttl, route.tiler
-            bucket_ms = expiry_bucket_ms(ttl)
-            prune_above = PRUNE_ABOVE * len(route.view.granularities)
-            new_ids = []
-            for item in items:
-                changed: set[TileKey] = item.changed  # type: ignore[assignment]  # set when listed
-                item.changed = None
-                item.used = batch
-                state = item.state
-                if state.pending:
-                    changed |= tiler.fold_pending(state, now)
-                    if state.pending:
-                        self.pending[(name, item.eid)] = item.keys
-                    else:
-                        self.pending.pop((name, item.eid), None)
-                if item.reset:
-                    packed.append(b"*2\r\n$3\r\nDEL\r\n" + item.key)
-                    count += 1
-                    item.reset = False
-                    item.stored_pending = False
-                if len(state.tiles) > prune_above and now >= item.prune_at:
-                    # Tiles no window can read any more: dropped here rather than at the
-                    # sweep, so a busy entity's memory stays bounded by its windows. An
-                    # older tile a late event creates later waits for the next due time.
-                    dropped = tiler.prune(state, now)
-                    due = tiler.prune_due(state)
-                    item.prune_at = _MIN if due is None else due
-                    if dropped:
-                        changed -= dropped
-                        packed.append(delete_command(item.key, dropped))
-                        count += 1
-                packed.append(
-                    pack_stream_write(
-                        item.key, item.head, state, changed, item.marks, item.stored_pending
-                    )
-                )
-                count += 1
-                item.stored_pending = bool(state.pending)
-                max_ts = state.max_ts
-                if max_ts is not None:
-                    expire_at = layout.expire_at_ms(max_ts, ttl)
-                    if expire_at > item.expire_at:
-                        # set again only past the bucket set before (rounded up to it)
-                        item.expire_at = ceil_to(expire_at, bucket_ms)
-                        packed.append(expire_command(item.key, item.expire_at))
-                        count += 1
-                if item.fresh:
-                    item.fresh = False
-                    new_ids.append(item.eid)
+        commands: list[tuple[Any, ...]] = []
+        for name, change in changes.items():
+            parts, replies, new_ids = self.views[name].encode(change)
+            if parts:
+                packed.append(tile_commands.assemble(parts))
+                count += replies
             if new_ids:
-                hll.append(("PFADD", layout.entity_count_key(self.project, name), *new_ids))
+                commands.append(("PFADD", layout.entity_count_key(self.project, name), *new_ids))
         packed += extra
-        commands = hll + (self.stats.freshness_commands(fresh) if fresh else [])
-        for command in commands:
-            packed.append(pack_one(command))
+        commands += self.stats.freshness_commands(fresh) if fresh else []
+        packed += [pack_one(command) for command in commands]
         self.writer.send(packed, count + len(extra) + len(commands))
-        self.pending_at = self._earliest_pending() if self.pending else None
 
-    def _earliest_pending(self) -> int | None:
-        times = []
-        for name, eid in self.pending:
-            item = self.cache.get(name, {}).get(eid)
-            if item is None:
-                return now_us()  # not loaded (restored after a restart): look at it now
-            if item.state.pending:
-                times.append(min(rec[0] for rec in item.state.pending))
-        return min(times) if times else None
+    # ------------------------------------------------------------------ housekeeping
 
-    def notify_at(self) -> datetime | None:
-        due = self.next_sweep if self.pending_at is None else min(self.pending_at, self.next_sweep)
-        return from_us(due)
-
-    def on_notify(self) -> tuple[list[Any], bool]:
-        plan = self.plans.current()
-        self._sync_views(plan)
-        now = now_us()
-        self.batches += 1
-        self._load(plan, [(n, e, k) for (n, e), k in self.pending.items() if n in self.cache])
-        touched: dict[str, list[Cached]] = {}
-        for name, eid in list(self.pending):
-            item = self.cache[name][eid]
-            if not item.state.pending:
-                del self.pending[(name, eid)]
-                continue
-            if any(rec[0] <= now for rec in item.state.pending):
-                item.changed = set()
-                touched.setdefault(name, []).append(item)
-        extra: list[bytes] = []
-        if now >= self.next_sweep:
-            extra = self._sweep(plan, now)
-            self.next_sweep = now + SWEEP_US
-        if touched or extra:
-            self._write(plan, touched, now, {}, extra)
-        if not self.pending:
-            self.pending_at = None
-        return [], StatefulBatchLogic.RETAIN
-
-    def _sweep(self, plan: Plan, now: int) -> list[bytes]:
-        """`HDEL`s (RESP) of cached tiles no window can read any more; drops expired entities."""
+    def sweep(self, now: int) -> list[bytes]:
+        """`HDEL`s (RESP) of the tiles no window reads at any time from `now` on; forgets
+        the entities whose key has expired. Runs every `SWEEP_US` within a flush."""
         commands: list[bytes] = []
-        for name, cache in self.cache.items():
-            route = plan.views[name]
-            ttl = route.view.ttl
-            for eid in list(cache):
-                item = cache[eid]
-                state = item.state
-                dropped = route.tiler.prune(state, now)
-                if state.max_ts is not None and state.max_ts + ttl < now and not state.pending:
-                    del cache[eid]  # its online key has expired too
-                    self.dropped = True
-                elif dropped:
-                    commands.append(delete_command(item.key, sorted(dropped)))
+        for view in self.views.values():
+            expired = view.expired(now)
+            if expired:
+                view.forget(expired)
+                self.dropped = True
+            commands += view.prune(now, slack=0)
         return commands
-
-    def _size(self) -> int:
-        return sum(len(c) for c in self.cache.values())
 
     def _evict(self) -> None:
         """Drop the least recently used entities (Redis holds them) down to 90% of the limit."""
-        excess = self._size() - int(self.cache_limit * 0.9)
+        size = sum(len(v) for v in self.views.values())
+        excess = size - int(self.limit * 0.9)
         if excess <= 0:
             return
-        uses = sorted(item.used for cache in self.cache.values() for item in cache.values())
-        cutoff = uses[min(excess, len(uses)) - 1]  # at least `excess` were used at or before
-        for name, cache in self.cache.items():
-            for eid in [e for e, item in cache.items() if item.used <= cutoff]:
-                if (name, eid) not in self.pending:
-                    del cache[eid]
+        uses = np.concatenate([v.last_use() for v in self.views.values()])
+        cutoff = np.partition(uses, min(excess, len(uses)) - 1)[min(excess, len(uses)) - 1]
+        for view in self.views.values():
+            older = int((view.last_use() <= cutoff).sum())
+            view.forget(view.least_used(older))
         self.dropped = True
 
+
+def _columns(inp: TileInput, entries: list[Any], columns: Iterable[str]) -> Batch:
+    """One (input, group)'s events as the columns `ViewTiles.apply` folds."""
+    events = [e[2] for e in entries]
+    n = len(entries)
+    event_ids = np.empty(n, dtype=object)
+    event_ids[:] = [ev.eid for ev in events]
+    rows = [ev.row for ev in events]
+    values = {}
+    for c in columns:
+        column = np.empty(n, dtype=object)
+        column[:] = [row.get(c) for row in rows]
+        values[c] = column
+    return Batch(
+        stream=inp.part,
+        shard=inp.shard,
+        eids=[e[0] for e in entries],
+        keys=[e[1] for e in entries],
+        ts=np.fromiter((ev.ts for ev in events), np.int64, n),
+        event_ids=event_ids,
+        values=values,
+        rows=rows,
+        major=np.fromiter((e[3][0] for e in entries), np.int64, n),
+        minor=np.fromiter((e[3][1] for e in entries), np.int64, n),
+    )
+
+
+def shard_builder(
+    plans: PlanSource, project: str, client: redis.Redis, redis_url: str, cache_limit: int
+) -> Callable[[bytes | None], TileShard]:
+    """The tiles step's logic builder for one flow: one engine per worker (thread), made
+    when its first shard is built, so every run starts from Redis, never from a stale cache.
+
+    `cache_limit` is per shard; a worker's engine caches its shards' limits summed.
+    """
+    engines: dict[int, TileEngine] = {}
+
+    def build(resume: bytes | None) -> TileShard:
+        writer = connection_for(redis_url)
+        engine = engines.get(id(writer))
+        if engine is None:
+            engine = engines[id(writer)] = TileEngine(plans, project, client, writer)
+        return TileShard(engine, resume, cache_limit)
+
+    return build
+
+
+class TileShard(StatefulBatchLogic[TileInput, Any, bytes]):
+    """One tile shard's Bytewax state: queues its inputs on the worker's `TileEngine`."""
+
+    def __init__(self, engine: TileEngine, resume: bytes | None, cache_limit: int) -> None:
+        self.engine = engine
+        self.engine.limit += cache_limit
+        self.shard: int | None = None
+        restored: Pending = pickle.loads(resume) if resume else {}  # noqa: S301 - our own state
+        if restored:
+            self.shard = shard_of_entity(next(iter(restored))[1])
+            self.engine.restore(restored)
+
+    def on_batch(self, values: list[TileInput]) -> tuple[list[Any], bool]:
+        if self.shard is None:
+            self.shard = values[0].shard
+        self.engine.submit(values)
+        return [], StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        return from_us(self.engine.due())
+
+    def on_notify(self) -> tuple[list[Any], bool]:
+        if self.engine.due() <= now_us():
+            self.engine.flush()
+        return [], StatefulBatchLogic.RETAIN
+
     def on_eof(self) -> tuple[list[Any], bool]:
-        self.writer.drain()
+        if self.engine.queue:
+            self.engine.flush()
+        self.engine.drain()
         return [], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
         # Bytewax commits the epoch after this returns: its tiles must be in Redis by then.
-        self.writer.drain()
-        return pickle.dumps(self.pending, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def _cached(reply: Any, project: str, eid: str, keys: tuple[Any, ...], route: ViewRoute) -> Cached:
-    """An HGETALL reply (RESP3 map or RESP2 list) as a cache entry for `route`'s view."""
-    if isinstance(reply, list):
-        reply = dict(zip(reply[::2], reply[1::2], strict=True))
-    key = bulk(layout.view_key(project, route.view.name, eid).encode())
-    head = meta_head(keys, route.version)
-    if not reply:
-        return Cached(EntityTiles(), eid, keys, key, head)
-    meta = orjson.loads(reply.get(b"m", b"{}"))
-    if meta.get("v") not in (None, route.version):
-        return Cached(EntityTiles(), eid, keys, key, head, fresh=False, reset=True)
-    state = layout.decode_tiles(reply) or EntityTiles()
-    marks = {part: (int(p[0]), int(p[1])) for part, p in (meta.get("pos") or {}).items()}
-    return Cached(
-        state, eid, keys, key, head, marks, fresh=False, stored_pending=bool(state.pending)
-    )
+        if self.engine.queue or self.engine.restored:
+            self.engine.flush()
+        self.engine.drain()
+        pending = {} if self.shard is None else self.engine.pending_of(self.shard)
+        return pickle.dumps(pending, protocol=pickle.HIGHEST_PROTOCOL)

@@ -106,7 +106,11 @@ def test_rebuild_serves_reference_values_and_is_idempotent(
     stale_key = layout.view_key(PROJECT, "by_user", "u1")
     redis_client.hset(
         stale_key,
-        mapping={"t:60000000:0": b"{}", "m": orjson.dumps({"v": "old", "pos": {"x#1": [1, 2]}})},
+        mapping={
+            "t:60000000:0": b"{}",
+            "o:x#2": b"[1,2]",
+            "m": orjson.dumps({"v": "old", "pos": {"x#1": [1, 2]}}),
+        },
     )
 
     backfill = Backfill(redis_client, PROJECT, DEFS, tmp_path / "log", now=now, batch_entities=3)
@@ -118,6 +122,7 @@ def test_rebuild_serves_reference_values_and_is_idempotent(
     }
     assert check_online(redis_client, events, now) > 300
     assert b"t:60000000:0" not in redis_client.hkeys(stale_key)
+    assert b"o:x#2" not in redis_client.hkeys(stale_key)
     meta = orjson.loads(redis_client.hget(stale_key, "m"))
     assert meta["v"] == backfill.versions["by_user"] and meta["pos"] == {}
     expire = layout.expire_at_ms(meta["max_ts"], DEFS.views["by_user"].ttl)
@@ -140,8 +145,10 @@ def test_stream_replay_marks_of_the_same_version_are_kept(
     key = layout.view_key(PROJECT, "by_user", layout.entity_id([events[0].row["user_id"]]))
     marks = {"redis:0#3": [123, 4]}
     redis_client.hset(key, "m", orjson.dumps({"v": backfill.versions["by_user"], "pos": marks}))
+    redis_client.hset(key, "o:redis:1#3", b"[125,0]")
     backfill.run(["by_user"])
     assert orjson.loads(redis_client.hget(key, "m"))["pos"] == marks
+    assert redis_client.hget(key, "o:redis:1#3") == b"[125,0]"
 
 
 def test_time_range_rebuilds_only_entities_with_events_in_it(

@@ -1,7 +1,9 @@
 """The tile step's write ordering against a real Redis, with replies held back on purpose.
 
-`TileShard` does not wait for its writes. Its safety rests on two drains: before an epoch
-commits (`snapshot`) and before it re-reads an entity it dropped from its cache. Here the
+`TileShard` queues its inputs on the worker's `TileEngine`, which folds them at the next
+notification (or once enough are queued) and does not wait for its writes. Its safety rests
+on two drains: before an epoch commits (`snapshot`) and before it re-reads an entity it
+dropped from its cache. Here the
 connection holds every batch until drained, the slowest Redis there could be, so a read
 that skipped the drain would see an entity without its latest writes.
 """
@@ -20,7 +22,7 @@ from features.tiles import ViewTiler
 from pipelines.plan import PlanSource
 from pipelines.records import TileInput
 from pipelines.sinks.redis_writer import TileConnection
-from pipelines.tiling import TileShard
+from pipelines.tiling import TileEngine, TileShard
 from tests.pipelines.scenario import H, M, S, feature
 
 PROJECT = "ord"
@@ -76,7 +78,7 @@ def test_an_evicted_entity_is_read_back_only_after_its_writes_landed(
     plans = PlanSource(_definitions())
     conn = HeldBack(redis_client)
     # A cache of one entity: every batch evicts the other user, then reads it back.
-    shard = TileShard(plans, PROJECT, redis_client, conn, None, cache_limit=1)
+    shard = TileShard(TileEngine(plans, PROJECT, redis_client, conn), None, cache_limit=1)
     now = now_us()
     users = ["u1", "u2"]
     sent: dict[str, int] = dict.fromkeys(users, 0)
@@ -84,6 +86,7 @@ def test_an_evicted_entity_is_read_back_only_after_its_writes_landed(
         user = users[i % 2]
         event = _event(i, user, now - 30 * M + i * S)
         shard.on_batch([TileInput(0, "p0#0", [(("v",), [(user, (user,), event, (1, i))])])])
+        shard.on_notify()  # the engine folds what is queued: one flush per event here
         sent[user] += 1
     shard.snapshot()  # the epoch barrier: everything held is written
     assert conn.held == []
@@ -99,9 +102,11 @@ def test_the_step_writes_only_through_its_connection(redis_client: redis.Redis) 
     drains above are the only points where the step's tiles become visible."""
     plans = PlanSource(_definitions())
     conn = HeldBack(redis_client)
-    shard = TileShard(plans, PROJECT, redis_client, conn, None, cache_limit=1)
+    shard = TileShard(TileEngine(plans, PROJECT, redis_client, conn), None, cache_limit=1)
     event = _event(0, "u1", now_us() - M)
     shard.on_batch([TileInput(0, "p0#0", [(("v",), [("u1", ("u1",), event, (1, 0))])])])
+    shard.on_notify()
+    assert conn.held
     assert redis_client.exists(layout.view_key(PROJECT, "v", "u1")) == 0
     conn.drain()
     assert redis_client.exists(layout.view_key(PROJECT, "v", "u1")) == 1
@@ -112,23 +117,25 @@ def test_the_sweep_deletes_tiles_no_window_reads_and_forgets_expired_entities(
 ) -> None:
     plans = PlanSource(_definitions())  # one view: a count over 1 h, ttl 2 h
     conn = TileConnection(redis_client)
-    shard = TileShard(plans, PROJECT, redis_client, conn, None, cache_limit=100)
+    shard = TileShard(TileEngine(plans, PROJECT, redis_client, conn), None, cache_limit=100)
     now = now_us()
     batch = [
-        ("u1", _event(0, "u1", now - 3 * H)),  # a tile past every window
+        ("u1", _event(0, "u1", now - 3 * H)),  # a tile past every window: never written
         ("u1", _event(1, "u1", now - 10 * M)),
         ("u2", _event(2, "u2", now - 3 * H)),  # newest event older than the ttl
     ]
     entries = [(user, (user,), event, (1, i)) for i, (user, event) in enumerate(batch)]
     shard.on_batch([TileInput(0, "p0#0", [(("v",), entries)])])
-    conn.drain()
-    key = layout.view_key(PROJECT, "v", "u1")
-    assert len([f for f in redis_client.hkeys(key) if f.startswith(b"t:")]) == 2
-    shard.next_sweep = now_us()  # due now
     shard.on_notify()
     conn.drain()
-    tiles = [f for f in redis_client.hkeys(key) if f.startswith(b"t:")]
+    key = layout.view_key(PROJECT, "v", "u1")
     g = _definitions().views["v"].features[0].granularity
     recent = now - 10 * M
-    assert tiles == [layout.tile_field((g, recent - recent % g)).encode()]
-    assert set(shard.cache["v"]) == {"u1"}
+    tile = layout.tile_field((g, recent - recent % g)).encode()
+    assert [f for f in redis_client.hkeys(key) if f.startswith(b"t:")] == [tile]
+    # An hour later no window reads the recent tile either.
+    deletes = shard.engine.sweep(now + H)
+    conn.send(deletes, len(deletes))
+    conn.drain()
+    assert [f for f in redis_client.hkeys(key) if f.startswith(b"t:")] == []
+    assert set(shard.engine.views["v"].index) == {"u1"}

@@ -1,0 +1,106 @@
+"""The rows of one view's tiles of one size on one worker: (entity, tile start) → row.
+
+`features.tile_columns.TileColumns` holds the states, one row per tile; this module gives
+each tile its row. Tiles are aligned, so a batch touches only a few tile starts: rows are
+found per start (`bucket`, entity number → row) with one C-level dict lookup per event,
+and a whole start is dropped at once when no window reads it any more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from features.tile_columns import TileColumns
+from features.tiles import CompiledFeature
+
+Array = np.ndarray[Any, Any]
+
+
+class TileSlots:
+    """Rows of the tiles of size `g` of one view, and their states."""
+
+    def __init__(self, g: int, features: Sequence[CompiledFeature], dtypes: Mapping[str, str]):
+        self.g = g
+        self.columns = TileColumns(features, dtypes)
+        self.buckets: dict[int, dict[int, int]] = {}  # tile start → entity → row
+        self.free: list[int] = []
+        self.used = 0  # rows ever handed out (the free ones included)
+        self.live = 0
+        self.start_of = np.zeros(0, dtype=np.int64)  # row → its tile start
+
+    def rows(self, ents: Array, starts: Array) -> Array:
+        """The row of each (entity, tile start); tiles not seen yet get empty rows."""
+        out = np.empty(len(ents), dtype=np.int64)
+        for start in np.unique(starts).tolist():
+            at = np.flatnonzero(starts == start)
+            bucket = self.buckets.get(start)
+            if bucket is None:
+                bucket = self.buckets[start] = {}
+            keys = ents[at].tolist()
+            found = list(map(bucket.get, keys))
+            if None in found:
+                for i, ent in enumerate(keys):
+                    if found[i] is None:
+                        row = bucket.get(ent)  # an entity may repeat within the batch
+                        if row is None:
+                            row = bucket[ent] = self._take(start)
+                        found[i] = row
+            out[at] = found
+        return out
+
+    def _take(self, start: int) -> int:
+        self.live += 1
+        if self.free:
+            row = self.free.pop()
+        else:
+            row = self.used
+            self.used += 1
+            self.columns.ensure(self.used)
+            if self.used > len(self.start_of):
+                grown = np.zeros(self.columns.capacity, dtype=np.int64)
+                grown[: len(self.start_of)] = self.start_of
+                self.start_of = grown
+        self.start_of[row] = start
+        return row
+
+    def _release(self, rows: list[int]) -> None:
+        if rows:
+            self.columns.clear(np.array(rows, dtype=np.int64))
+            self.free += rows
+            self.live -= len(rows)
+
+    def oldest(self) -> int | None:
+        """The earliest tile start held (None: no tile)."""
+        return min(self.buckets) if self.buckets else None
+
+    def drop_before(self, cutoff: int) -> list[tuple[int, list[int]]]:
+        """Drop every tile starting before `cutoff`; returns `(start, entities)` dropped."""
+        dropped = []
+        for start in [s for s in self.buckets if s < cutoff]:
+            bucket = self.buckets.pop(start)
+            self._release(list(bucket.values()))
+            dropped.append((start, list(bucket)))
+        return dropped
+
+    def forget(self, ents: Iterable[int]) -> None:
+        """Drop every tile of these entities (evicted: Redis still holds them)."""
+        gone = set(ents)
+        freed: list[int] = []
+        for start in list(self.buckets):
+            bucket = self.buckets[start]
+            if len(gone) < len(bucket):
+                hits = [e for e in gone if e in bucket]
+            else:
+                hits = [e for e in bucket if e in gone]
+            for ent in hits:
+                freed.append(bucket.pop(ent))
+            if not bucket:
+                del self.buckets[start]
+        self._release(freed)
+
+    def tiles_of(self, ent: int) -> dict[int, int]:
+        """Tile start → row of one entity (a scan of the starts: for rare paths)."""
+        return {s: b[ent] for s, b in self.buckets.items() if ent in b}

@@ -1,0 +1,474 @@
+"""One view's online state on one worker: its entities, their tiles as columns, replay marks.
+
+The tiles step folds a batch of events into `TileSlots` (one per tile size) with numpy,
+never event by event, and then writes each touched entity with one `HSET` built column-wise
+(`sinks.tile_commands`). Per entity it keeps what the writer needs: the newest event time
+(`max_ts`), the time folded up to, the expiry last set, the events later than the clock
+(`pending`, rare: kept as Python records) and, per origin stream, the newest position
+applied: replayed events at or before it are skipped, so nothing is applied twice.
+
+Tiles no window can read at any time from now on are not created (an old event still
+moves `max_ts`), and those that age out are dropped a sweep at a time: `ViewTiler.prune`'s
+rule, applied to whole tile starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from features import layout
+from features.tiles import MIN_TS
+from pipelines.plan import ViewRoute
+from pipelines.records import Position
+from pipelines.sinks import tile_commands as cmd
+from pipelines.sinks.redis_tiles import bulk, expiry_bucket_ms, meta_head
+from pipelines.tile_slots import TileSlots
+
+Array = np.ndarray[Any, Any]
+NONE = -(2**63)  # `max_ts` of an entity without events
+_MARK = b"o:"
+# Per-entity arrays and the value of an entity slot not in use.
+_FILLS = (
+    ("max_ts", NONE),
+    ("folded", MIN_TS),
+    ("expire_at", 0),
+    ("used", 0),
+    ("shard", 0),
+    ("fresh", False),
+    ("reset", False),
+    ("stored_pending", False),
+)
+
+
+@dataclass(slots=True)
+class Batch:
+    """Events of one origin stream for one view, as columns (arrival order)."""
+
+    stream: str
+    shard: int
+    eids: list[str]  # entity ids
+    keys: list[tuple[Any, ...]]  # join-key values
+    ts: Array
+    event_ids: Array
+    values: dict[str, Array]  # column → object array (None: null)
+    rows: list[Mapping[str, Any]]  # the events' rows (for pending records)
+    major: Array
+    minor: Array
+
+
+@dataclass(slots=True)
+class Changes:
+    """What a batch changed, to write: entities, (entity, row) per tile size, marks."""
+
+    ents: list[Array] = field(default_factory=list)
+    tiles: dict[int, list[tuple[Array, Array]]] = field(default_factory=dict)
+    marks: list[tuple[str, Array, Array, Array]] = field(default_factory=list)
+
+
+class ViewTiles:
+    """The tiles of one view's cached entities, and how to apply events and write them."""
+
+    def __init__(self, project: str, route: ViewRoute, dtypes: Mapping[str, str]) -> None:
+        self.project = project
+        self.route = route
+        self.ttl = route.view.ttl
+        self.horizon = dict(route.tiler.horizon)
+        self.columns = route.tiler.columns
+        by_g: dict[int, list[Any]] = {}
+        for f in route.tiler.features:
+            by_g.setdefault(f.granularity, []).append(f)
+        self.slots = {g: TileSlots(g, feats, dtypes) for g, feats in by_g.items()}
+        self.index: dict[str, int] = {}
+        self.eids: list[str | None] = []
+        self.keys: list[tuple[Any, ...]] = []
+        self.key_bulk: list[bytes] = []
+        self.heads: list[bytes] = []
+        self.free: list[int] = []
+        self.capacity = 0
+        self.max_ts = np.zeros(0, dtype=np.int64)
+        self.folded = np.zeros(0, dtype=np.int64)
+        self.expire_at = np.zeros(0, dtype=np.int64)
+        self.used = np.zeros(0, dtype=np.int64)
+        self.shard = np.zeros(0, dtype=np.int64)
+        self.fresh = np.zeros(0, dtype=bool)
+        self.reset = np.zeros(0, dtype=bool)
+        self.stored_pending = np.zeros(0, dtype=bool)
+        self.pending: dict[int, list[list[Any]]] = {}
+        self.marks: dict[str, tuple[Array, Array]] = {}
+        self.mark_names: dict[str, bytes] = {}
+        self.stream_top: dict[str, Position] = {}
+        self.bucket_ms = expiry_bucket_ms(self.ttl)
+
+    # ------------------------------------------------------------------ entities
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _grow(self, size: int) -> None:
+        if size <= self.capacity:
+            return
+        capacity = max(size, 2 * self.capacity, 1024)
+        for name, fill in _FILLS:
+            self._grow_array(name, capacity, fill)
+        for stream, (major, minor) in self.marks.items():
+            self.marks[stream] = (_grown(major, capacity, -1), _grown(minor, capacity, -1))
+        self.capacity = capacity
+
+    def _grow_array(self, name: str, capacity: int, fill: Any) -> None:
+        setattr(self, name, _grown(getattr(self, name), capacity, fill))
+
+    def _new(self, eid: str, keys: tuple[Any, ...], shard: int) -> int:
+        if self.free:
+            ent = self.free.pop()
+            self.eids[ent], self.keys[ent] = eid, keys
+            self.key_bulk[ent] = bulk(
+                layout.view_key(self.project, self.route.view.name, eid).encode()
+            )
+            self.heads[ent] = meta_head(keys, self.route.version)
+        else:
+            ent = len(self.eids)
+            self._grow(ent + 1)
+            self.eids.append(eid)
+            self.keys.append(keys)
+            self.key_bulk.append(
+                bulk(layout.view_key(self.project, self.route.view.name, eid).encode())
+            )
+            self.heads.append(meta_head(keys, self.route.version))
+        self.index[eid] = ent
+        self.shard[ent] = shard
+        return ent
+
+    def missing(self, eids: Sequence[str]) -> list[int]:
+        """Positions in `eids` of entities not cached (first occurrence of each)."""
+        index = self.index
+        found = list(map(index.get, eids))
+        if None not in found:
+            return []
+        seen: set[str] = set()
+        out = []
+        for i, got in enumerate(found):
+            if got is None and eids[i] not in seen:
+                seen.add(eids[i])
+                out.append(i)
+        return out
+
+    def load(self, eid: str, keys: tuple[Any, ...], shard: int, reply: Any) -> None:
+        """Cache an entity from its `HGETALL` reply (RESP3 map or RESP2 list; empty: new)."""
+        if isinstance(reply, list):
+            reply = dict(zip(reply[::2], reply[1::2], strict=True))
+        ent = self._new(eid, keys, shard)
+        if not reply:
+            self.fresh[ent] = True
+            return
+        meta = orjson.loads(reply.get(b"m", b"{}"))
+        if meta.get("v") not in (None, self.route.version):
+            self.reset[ent] = True  # another version of the view: deleted before writing
+            return
+        state = layout.decode_tiles(reply)
+        if state is None:
+            return
+        self.max_ts[ent] = NONE if state.max_ts is None else state.max_ts
+        self.folded[ent] = state.folded_until
+        if state.pending:
+            self.pending[ent] = state.pending
+            self.stored_pending[ent] = True
+        marks = {part: (int(p[0]), int(p[1])) for part, p in (meta.get("pos") or {}).items()}
+        for name, value in reply.items():
+            if name.startswith(_MARK):
+                major, minor = orjson.loads(value)
+                marks[name[len(_MARK) :].decode()] = (int(major), int(minor))
+        for stream, position in marks.items():
+            self._mark(stream, np.array([ent]), np.array([position[0]]), np.array([position[1]]))
+        per_g: dict[int, tuple[list[int], list[dict[str, Any]]]] = {}
+        for (g, start), tile in state.tiles.items():
+            if g in self.slots:
+                starts, tiles = per_g.setdefault(g, ([], []))
+                starts.append(start)
+                tiles.append(tile)
+        for g, (starts, tiles) in per_g.items():
+            slot = self.slots[g]
+            rows = slot.rows(np.full(len(starts), ent, dtype=np.int64), np.array(starts))
+            slot.columns.load(rows, tiles)
+
+    def _marks_of(self, stream: str) -> tuple[Array, Array]:
+        found = self.marks.get(stream)
+        if found is None:
+            found = self.marks[stream] = (
+                np.full(self.capacity, -1, dtype=np.int64),
+                np.full(self.capacity, -1, dtype=np.int64),
+            )
+            self.mark_names[stream] = bulk(_MARK + stream.encode())
+        return found
+
+    def _mark(self, stream: str, ents: Array, major: Array, minor: Array) -> None:
+        marks = self._marks_of(stream)
+        marks[0][ents], marks[1][ents] = major, minor
+        top = (int(major.max()), int(minor[major == major.max()].max()))
+        if stream not in self.stream_top or top > self.stream_top[stream]:
+            self.stream_top[stream] = top
+
+    # ------------------------------------------------------------------ applying
+
+    def apply(self, batch: Batch, now: int, changes: Changes, flush: int) -> int:
+        """Apply a batch (entities cached); returns the newest event time applied (or NONE)."""
+        ents = np.fromiter(map(self.index.__getitem__, batch.eids), np.int64, len(batch.eids))
+        keep = self._guard(batch, ents)
+        if keep is not None:
+            if not keep.any():
+                return NONE
+            ents, batch = ents[keep], _select(batch, keep)
+        self.used[ents] = flush
+        # The newest position per entity (positions grow within a stream).
+        last = len(ents) - 1 - np.unique(ents[::-1], return_index=True)[1]
+        self._mark(batch.stream, ents[last], batch.major[last], batch.minor[last])
+        changes.marks.append((batch.stream, ents[last], batch.major[last], batch.minor[last]))
+        changes.ents.append(ents)
+        ts = batch.ts
+        np.maximum.at(self.max_ts, ents, ts)
+        later = ts > now
+        if later.any():
+            columns = self.columns
+            for i in np.flatnonzero(later).tolist():
+                row = batch.rows[i]
+                self.pending.setdefault(int(ents[i]), []).append(
+                    [int(ts[i]), batch.event_ids[i], {c: row.get(c) for c in columns}]
+                )
+            now_ = ~later
+            self._fold(ents[now_], ts[now_], batch.event_ids[now_],
+                       {c: v[now_] for c, v in batch.values.items()}, now, changes)  # fmt: skip
+        else:
+            self._fold(ents, ts, batch.event_ids, batch.values, now, changes)
+        return int(ts.max())
+
+    def _guard(self, batch: Batch, ents: Array) -> Array | None:
+        """Which events were not applied before a crash (None: all of them, the usual case)."""
+        top = self.stream_top.get(batch.stream)
+        if top is None or (int(batch.major[0]), int(batch.minor[0])) > top:
+            return None
+        major, minor = self._marks_of(batch.stream)
+        held_major, held_minor = major[ents], minor[ents]
+        return (batch.major > held_major) | (
+            (batch.major == held_major) & (batch.minor > held_minor)
+        )
+
+    def _fold(
+        self,
+        ents: Array,
+        ts: Array,
+        event_ids: Array,
+        values: Mapping[str, Array],
+        now: int,
+        changes: Changes,
+    ) -> None:
+        if not len(ents):
+            return
+        np.maximum.at(self.folded, ents, ts)
+        for g, slot in self.slots.items():
+            starts = ts - ts % g
+            # A tile no window reads at any time from now on is never created.
+            take = slot.columns.touches(values, len(ents)) & (starts >= now - self.horizon[g])
+            at = np.flatnonzero(take)
+            if not len(at):
+                continue
+            rows = slot.rows(ents[at], starts[at])
+            slot.columns.fold(rows, ts[at], event_ids[at], {c: v[at] for c, v in values.items()})
+            changes.tiles.setdefault(g, []).append((ents[at], rows))
+
+    def fold_due(self, now: int, changes: Changes) -> None:
+        """Fold the pending events the clock has reached."""
+        due_ents, due_ts, due_ids, due_rows = [], [], [], []
+        for ent in list(self.pending):
+            records = self.pending[ent]
+            if all(rec[0] > now for rec in records):
+                continue
+            keep = []
+            for rec in records:
+                if rec[0] <= now:
+                    due_ents.append(ent)
+                    due_ts.append(rec[0])
+                    due_ids.append(rec[1])
+                    due_rows.append(rec[2])
+                else:
+                    keep.append(rec)
+            if keep:
+                self.pending[ent] = keep
+            else:
+                del self.pending[ent]
+        if not due_ents:
+            return
+        ents = np.array(due_ents, dtype=np.int64)
+        changes.ents.append(ents)
+        event_ids = np.empty(len(due_ids), dtype=object)
+        event_ids[:] = due_ids
+        values = {c: _objects([r.get(c) for r in due_rows]) for c in self.columns}
+        self._fold(ents, np.array(due_ts, dtype=np.int64), event_ids, values, now, changes)
+
+    def earliest_pending(self) -> int | None:
+        """The earliest pending event time (None: nothing pending)."""
+        times = [min(rec[0] for rec in records) for records in self.pending.values() if records]
+        return min(times) if times else None
+
+    # ------------------------------------------------------------------ writing
+
+    def encode(self, changes: Changes) -> tuple[list[cmd.Parts], int, list[str]]:
+        """The commands writing every changed entity: parts, their reply count, new entities."""
+        if not changes.ents:
+            return [], 0, []
+        ents = np.unique(np.concatenate(changes.ents))
+        keys = pa.array([self.key_bulk[e] for e in ents.tolist()], pa.binary())
+        parts: list[cmd.Parts] = []
+        fields = np.ones(len(ents), dtype=np.int64)  # `m`
+        for g, pairs in changes.tiles.items():
+            rows = np.concatenate([r for _, r in pairs])
+            owners = np.concatenate([e for e, _ in pairs])
+            rows, first = np.unique(rows, return_index=True)
+            owner = np.searchsorted(ents, owners[first])
+            slot = self.slots[g]
+            data = cmd.tile_fields(g, slot.start_of[rows], slot.columns.encode(rows))
+            parts.append(cmd.Parts(data, owner, cmd.FIELD))
+            fields += np.bincount(owner, minlength=len(ents))
+        for stream in dict.fromkeys(s for s, _, _, _ in changes.marks):
+            marked = np.unique(np.concatenate([e for s, e, _, _ in changes.marks if s == stream]))
+            major, minor = self.marks[stream]
+            owner = np.searchsorted(ents, marked)
+            names = pa.array([self.mark_names[stream]] * len(marked), pa.binary())
+            parts.append(cmd.Parts(cmd.mark_fields(names, major[marked], minor[marked]),
+                                   owner, cmd.MARK))  # fmt: skip
+            fields[owner] += 1
+        heads = pa.array([self.heads[e] for e in ents.tolist()], pa.binary())
+        meta = cmd.meta_fields(heads, self.max_ts[ents], self.folded[ents])
+        pend = self.stored_pending[ents].copy()
+        if self.pending:
+            pend |= np.fromiter(map(self.pending.__contains__, ents.tolist()), bool, len(ents))
+        if pend.any():
+            with_p = np.flatnonzero(pend)
+            texts = [
+                cmd.pending_field(orjson.dumps(self.pending.get(e, [])))
+                for e in ents[with_p].tolist()
+            ]
+            meta = meta.to_pylist()
+            for i, text in zip(with_p.tolist(), texts, strict=True):
+                meta[i] += text
+            meta = pa.array(meta, pa.binary())
+            fields[with_p] += 1
+            self.stored_pending[ents] = np.fromiter(
+                map(self.pending.__contains__, ents.tolist()), bool, len(ents)
+            )
+        parts.append(cmd.Parts(meta, np.arange(len(ents)), cmd.META))
+        parts.append(cmd.Parts(cmd.headers(keys, fields), np.arange(len(ents)), cmd.HEADER))
+        count = len(ents)
+        reset = np.flatnonzero(self.reset[ents])
+        if len(reset):
+            parts.append(cmd.Parts(cmd.deletes(keys.take(pa.array(reset))), reset, cmd.DELETE))
+            self.reset[ents[reset]] = False
+            count += len(reset)
+        expire = (self.max_ts[ents] + self.ttl) // 1000
+        moved = np.flatnonzero(expire > self.expire_at[ents])
+        if len(moved):
+            # set again only past the bucket set before (rounded up to it)
+            at = -((-expire[moved]) // self.bucket_ms) * self.bucket_ms
+            self.expire_at[ents[moved]] = at
+            parts.append(cmd.Parts(cmd.expires(keys.take(pa.array(moved)), at), moved, cmd.EXPIRE))
+            count += len(moved)
+        fresh = ents[self.fresh[ents]]
+        self.fresh[fresh] = False
+        return parts, count, [self.eids[e] or "" for e in fresh.tolist()]
+
+    # ------------------------------------------------------------------ housekeeping
+
+    def prune(self, now: int, slack: int) -> list[bytes]:
+        """`HDEL`s of the tiles no window reads at any time from `now` on, once the oldest
+        has been unread for `slack` µs (so a sweep drops many at once); drops their rows."""
+        fields: dict[int, list[bytes]] = {}
+        for g, slot in self.slots.items():
+            oldest = slot.oldest()
+            cutoff = now - self.horizon[g]
+            if oldest is None or oldest >= cutoff - slack:
+                continue
+            for start, ents in slot.drop_before(cutoff):
+                name = bulk(layout.tile_field((g, start)).encode())
+                for ent in ents:
+                    fields.setdefault(ent, []).append(name)
+        return [
+            b"*%d\r\n$4\r\nHDEL\r\n%b%b" % (len(names) + 2, self.key_bulk[ent], b"".join(names))
+            for ent, names in fields.items()
+        ]
+
+    def expired(self, now: int) -> list[int]:
+        """Cached entities whose key has expired (newest event older than `ttl`), not pending."""
+        live = np.array(list(self.index.values()), dtype=np.int64)
+        if not len(live):
+            return []
+        top = self.max_ts[live]
+        old = live[(top != NONE) & (top + self.ttl < now)]
+        return [e for e in old.tolist() if e not in self.pending]
+
+    def least_used(self, count: int) -> list[int]:
+        """Up to `count` cached entities used least recently, none of them pending."""
+        live = np.array([e for e in self.index.values() if e not in self.pending], np.int64)
+        if not len(live) or count <= 0:
+            return []
+        if count < len(live):
+            live = live[np.argpartition(self.used[live], count - 1)[:count]]
+        return live.tolist()
+
+    def last_use(self) -> Array:
+        """When each cached entity was last used (flush numbers)."""
+        return self.used[np.array(list(self.index.values()), dtype=np.int64)]
+
+    def forget(self, ents: Sequence[int]) -> None:
+        """Drop entities from the cache (Redis holds them)."""
+        if not ents:
+            return
+        for slot in self.slots.values():
+            slot.forget(ents)
+        at = np.array(ents, dtype=np.int64)
+        for major, minor in self.marks.values():
+            major[at], minor[at] = -1, -1
+        for name, fill in _FILLS:
+            getattr(self, name)[at] = fill
+        for ent in ents:
+            eid = self.eids[ent]
+            if eid is not None:
+                del self.index[eid]
+            self.eids[ent] = None
+            self.pending.pop(ent, None)
+        self.free += ents
+
+    def pending_entities(self) -> list[tuple[str, tuple[Any, ...], int]]:
+        """(entity id, join-key values, tile shard) of the entities holding pending events."""
+        return [(self.eids[e] or "", self.keys[e], int(self.shard[e])) for e in self.pending]
+
+
+def _grown(old: Array, capacity: int, fill: Any) -> Array:
+    new = np.full(capacity, fill, dtype=old.dtype)
+    new[: len(old)] = old
+    return new
+
+
+def _objects(values: list[Any]) -> Array:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+def _select(batch: Batch, keep: Array) -> Batch:
+    at = np.flatnonzero(keep)
+    return Batch(
+        batch.stream,
+        batch.shard,
+        [batch.eids[i] for i in at.tolist()],
+        [batch.keys[i] for i in at.tolist()],
+        batch.ts[at],
+        batch.event_ids[at],
+        {c: v[at] for c, v in batch.values.items()},
+        [batch.rows[i] for i in at.tolist()],
+        batch.major[at],
+        batch.minor[at],
+    )
