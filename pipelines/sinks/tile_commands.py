@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.tile_columns import texts
+from features.json_columns import texts
 
 Array = np.ndarray[Any, Any]
 _join = pc.binary_join_element_wise

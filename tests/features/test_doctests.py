@@ -14,9 +14,12 @@ MODULES = sorted(info.name for info in pkgutil.walk_packages(features.__path__, 
 # The semantics core must carry runnable examples (STYLE: aggregations and tile math).
 MUST_HAVE_EXAMPLES = (
     "features.aggregations",
+    "features.column_states",
     "features.durations",
+    "features.json_columns",
     "features.lateness",
     "features.layout",
+    "features.tile_columns",
     "features.tiles",
 )
 
