@@ -56,9 +56,16 @@ class TileEngine:
     """One worker's tiles: the views' cached entities, the queue of inputs, the writes."""
 
     def __init__(
-        self, plans: PlanSource, project: str, client: redis.Redis, writer: TileConnection
+        self,
+        plans: PlanSource,
+        project: str,
+        client: redis.Redis,
+        writer: TileConnection,
+        clock: Callable[[], int] = now_us,
     ) -> None:
+        """`clock` gives the writer's time in µs (tests pass their own)."""
         self.plans = plans
+        self.clock = clock
         self.project = project
         self.client = client
         self.writer = writer
@@ -71,7 +78,7 @@ class TileEngine:
         self.flushes = 0
         self.dropped = False  # entities left the cache since the last read from Redis
         self.restored: Pending = {}  # pending entities of resumed shards, not loaded yet
-        self.next_sweep = now_us() + SWEEP_US
+        self.next_sweep = clock() + SWEEP_US
 
     # ------------------------------------------------------------------ queue
 
@@ -85,7 +92,7 @@ class TileEngine:
     def due(self) -> int:
         """When the engine next has work without new input (µs)."""
         if self.queue or self.restored:
-            return now_us()
+            return self.clock()
         due = self.next_sweep
         for view in self.views.values():
             if view.pending:
@@ -119,7 +126,7 @@ class TileEngine:
         self._sync_views(plan)
         inputs, self.queue, self.queued = self.queue, [], 0
         self.flushes += 1
-        now = now_us()
+        now = self.clock()
         work = self._batches(inputs)
         self._load(work)
         changes = {name: Changes() for name in self.views}
@@ -306,7 +313,7 @@ class TileShard(StatefulBatchLogic[TileInput, Any, bytes]):
         return from_us(self.engine.due())
 
     def on_notify(self) -> tuple[list[Any], bool]:
-        if self.engine.due() <= now_us():
+        if self.engine.due() <= self.engine.clock():
             self.engine.flush()
         return [], StatefulBatchLogic.RETAIN
 
