@@ -34,8 +34,11 @@ class TileSlots:
     def rows(self, ents: Array, starts: Array) -> Array:
         """The row of each (entity, tile start); tiles not seen yet get empty rows."""
         out = np.empty(len(ents), dtype=np.int64)
-        for start in np.unique(starts).tolist():
-            at = np.flatnonzero(starts == start)
+        order = np.argsort(starts, kind="stable")
+        ordered = starts[order]
+        edges = np.flatnonzero(np.diff(ordered)) + 1
+        for at in np.split(order, edges) if len(order) else ():
+            start = int(starts[at[0]])
             bucket = self.buckets.get(start)
             if bucket is None:
                 bucket = self.buckets[start] = {}
