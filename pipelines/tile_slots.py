@@ -45,29 +45,28 @@ class TileSlots:
             keys = ents[at].tolist()
             found = list(map(bucket.get, keys))
             if None in found:
-                for i, ent in enumerate(keys):
-                    if found[i] is None:
-                        row = bucket.get(ent)  # an entity may repeat within the batch
-                        if row is None:
-                            row = bucket[ent] = self._take(start)
-                        found[i] = row
+                new = list(dict.fromkeys(k for k, f in zip(keys, found, strict=True) if f is None))
+                bucket.update(zip(new, self._take(len(new), start).tolist(), strict=True))
+                found = list(map(bucket.__getitem__, keys))
             out[at] = found
         return out
 
-    def _take(self, start: int) -> int:
-        self.live += 1
-        if self.free:
-            row = self.free.pop()
-        else:
-            row = self.used
-            self.used += 1
-            self.columns.ensure(self.used)
-            if self.used > len(self.start_of):
-                grown = np.zeros(self.columns.capacity, dtype=np.int64)
-                grown[: len(self.start_of)] = self.start_of
-                self.start_of = grown
-        self.start_of[row] = start
-        return row
+    def _take(self, count: int, start: int) -> Array:
+        """`count` empty rows for tiles starting at `start` (freed rows first)."""
+        reuse = min(count, len(self.free))
+        rows = self.free[len(self.free) - reuse :]
+        del self.free[len(self.free) - reuse :]
+        fresh = np.arange(self.used, self.used + count - reuse, dtype=np.int64)
+        self.used += count - reuse
+        self.columns.ensure(self.used)
+        if self.used > len(self.start_of):
+            grown = np.zeros(self.columns.capacity, dtype=np.int64)
+            grown[: len(self.start_of)] = self.start_of
+            self.start_of = grown
+        taken = np.concatenate([np.array(rows, dtype=np.int64), fresh])
+        self.start_of[taken] = start
+        self.live += count
+        return taken
 
     def _release(self, rows: list[int]) -> None:
         if rows:

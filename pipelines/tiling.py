@@ -163,15 +163,19 @@ class TileEngine:
                 self.versions[name] = route.version
 
     def _batches(self, inputs: list[TileInput]) -> list[tuple[str, ViewTiles, Batch]]:
-        """Each (input, view group) as columns, once per view of the group."""
-        work = []
+        """The queued events as one batch of columns per group of views (views on the same
+        entity), in queue order: each stream's events keep their order."""
+        groups: dict[tuple[str, ...], list[tuple[TileInput, list[Any]]]] = {}
         for inp in inputs:
             for names, entries in inp.groups:
-                views = [(n, self.views[n]) for n in names if n in self.views]
-                if not views or not entries:
-                    continue
+                if entries:
+                    groups.setdefault(names, []).append((inp, entries))
+        work = []
+        for names, parts in groups.items():
+            views = [(n, self.views[n]) for n in names if n in self.views]
+            if views:
                 columns = sorted({c for _, v in views for c in v.columns})
-                batch = _columns(inp, entries, columns)
+                batch = _columns(parts, columns)
                 work += [(name, view, batch) for name, view in views]
         return work
 
@@ -180,7 +184,7 @@ class TileEngine:
         todo: dict[tuple[str, str], tuple[tuple[Any, ...], int]] = {}
         for name, view, batch in work:
             for i in view.missing(batch.eids):
-                todo.setdefault((name, batch.eids[i]), (batch.keys[i], batch.shard))
+                todo.setdefault((name, batch.eids[i]), (batch.keys[i], int(batch.shard[i])))
         for (name, eid), keys in self.restored.items():
             view = self.views.get(name)
             if view is not None and eid not in view.index:
@@ -194,8 +198,15 @@ class TileEngine:
             self.dropped = False
         commands = [("HGETALL", layout.view_key(self.project, n, e)) for n, e in todo]
         replies = fetch_raw(self.client, commands)
+        per_view: dict[str, tuple[list[str], list[Any], list[int], list[Any]]] = {}
         for ((name, eid), (keys, shard)), reply in zip(todo.items(), replies, strict=True):
-            self.views[name].load(eid, keys, shard, reply)
+            eids, key_values, shards, got = per_view.setdefault(name, ([], [], [], []))
+            eids.append(eid)
+            key_values.append(keys)
+            shards.append(shard)
+            got.append(reply)
+        for name, (eids, key_values, shards, got) in per_view.items():
+            self.views[name].load(eids, key_values, np.array(shards, dtype=np.int64), got)
 
     def _write(
         self, changes: dict[str, Changes], fresh: dict[str, int], extra: list[bytes]
@@ -245,8 +256,12 @@ class TileEngine:
         self.dropped = True
 
 
-def _columns(inp: TileInput, entries: list[Any], columns: Iterable[str]) -> Batch:
-    """One (input, group)'s events as the columns `ViewTiles.apply` folds."""
+def _columns(parts: list[tuple[TileInput, list[Any]]], columns: Iterable[str]) -> Batch:
+    """Several inputs' events for one group of views as the columns `ViewTiles.apply` folds."""
+    streams = list(dict.fromkeys(inp.part for inp, _ in parts))
+    number = {name: i for i, name in enumerate(streams)}
+    entries = [e for _, found in parts for e in found] if len(parts) > 1 else parts[0][1]
+    sizes = [len(found) for _, found in parts]
     events = [e[2] for e in entries]
     n = len(entries)
     event_ids = np.empty(n, dtype=object)
@@ -258,8 +273,9 @@ def _columns(inp: TileInput, entries: list[Any], columns: Iterable[str]) -> Batc
         column[:] = [row.get(c) for row in rows]
         values[c] = column
     return Batch(
-        stream=inp.part,
-        shard=inp.shard,
+        streams=streams,
+        stream=np.repeat(np.array([number[inp.part] for inp, _ in parts], np.int64), sizes),
+        shard=np.repeat(np.array([inp.shard for inp, _ in parts], np.int64), sizes),
         eids=[e[0] for e in entries],
         keys=[e[1] for e in entries],
         ts=np.fromiter((ev.ts for ev in events), np.int64, n),

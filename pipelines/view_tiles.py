@@ -48,10 +48,12 @@ _FILLS = (
 
 @dataclass(slots=True)
 class Batch:
-    """Events of one origin stream for one view, as columns (arrival order)."""
+    """Events for one view as columns, in arrival order; they come from several origin
+    streams (`streams[stream[i]]`), each stream's events in its order."""
 
-    stream: str
-    shard: int
+    streams: list[str]
+    stream: Array  # per event: index into `streams`
+    shard: Array  # per event: tile shard
     eids: list[str]  # entity ids
     keys: list[tuple[Any, ...]]  # join-key values
     ts: Array
@@ -68,7 +70,8 @@ class Changes:
 
     ents: list[Array] = field(default_factory=list)
     tiles: dict[int, list[tuple[Array, Array]]] = field(default_factory=dict)
-    marks: list[tuple[str, Array, Array, Array]] = field(default_factory=list)
+    # (stream names, then per marked (entity, stream): stream index, entity, major, minor)
+    marks: list[tuple[list[str], Array, Array, Array, Array]] = field(default_factory=list)
 
 
 class ViewTiles:
@@ -123,26 +126,31 @@ class ViewTiles:
     def _grow_array(self, name: str, capacity: int, fill: Any) -> None:
         setattr(self, name, _grown(getattr(self, name), capacity, fill))
 
-    def _new(self, eid: str, keys: tuple[Any, ...], shard: int) -> int:
-        if self.free:
-            ent = self.free.pop()
-            self.eids[ent], self.keys[ent] = eid, keys
-            self.key_bulk[ent] = bulk(
-                layout.view_key(self.project, self.route.view.name, eid).encode()
-            )
-            self.heads[ent] = meta_head(keys, self.route.version)
-        else:
-            ent = len(self.eids)
-            self._grow(ent + 1)
-            self.eids.append(eid)
-            self.keys.append(keys)
-            self.key_bulk.append(
-                bulk(layout.view_key(self.project, self.route.view.name, eid).encode())
-            )
-            self.heads.append(meta_head(keys, self.route.version))
-        self.index[eid] = ent
-        self.shard[ent] = shard
-        return ent
+    def add(self, eids: Sequence[str], keys: Sequence[tuple[Any, ...]], shards: Array) -> Array:
+        """Cache new, empty entities (not in Redis, or to be replaced); returns their numbers."""
+        n = len(eids)
+        reuse = min(n, len(self.free))
+        ents = self.free[len(self.free) - reuse :]
+        del self.free[len(self.free) - reuse :]
+        first = len(self.eids)
+        ents += range(first, first + n - reuse)
+        self._grow(first + n - reuse)
+        grow = n - reuse
+        self.eids += [None] * grow
+        self.keys += [()] * grow
+        self.key_bulk += [b""] * grow
+        self.heads += [b""] * grow
+        prefix = f"rillet:{self.project}:{{"
+        suffix = f"}}:{self.route.view.name}"
+        version = self.route.version
+        for ent, eid, key in zip(ents, eids, keys, strict=True):
+            self.eids[ent], self.keys[ent] = eid, key
+            self.key_bulk[ent] = bulk(f"{prefix}{eid}{suffix}".encode())
+            self.heads[ent] = meta_head(key, version)
+        self.index.update(zip(eids, ents, strict=True))
+        out = np.array(ents, dtype=np.int64)
+        self.shard[out] = shards
+        return out
 
     def missing(self, eids: Sequence[str]) -> list[int]:
         """Positions in `eids` of entities not cached (first occurrence of each)."""
@@ -158,14 +166,23 @@ class ViewTiles:
                 out.append(i)
         return out
 
-    def load(self, eid: str, keys: tuple[Any, ...], shard: int, reply: Any) -> None:
-        """Cache an entity from its `HGETALL` reply (RESP3 map or RESP2 list; empty: new)."""
+    def load(
+        self,
+        eids: Sequence[str],
+        keys: Sequence[tuple[Any, ...]],
+        shards: Array,
+        replies: list[Any],
+    ) -> None:
+        """Cache entities from their `HGETALL` replies (RESP3 maps or RESP2 lists; empty: new)."""
+        ents = self.add(eids, keys, shards)
+        empty = np.fromiter(map(_empty, replies), bool, len(replies))
+        self.fresh[ents[empty]] = True
+        for i in np.flatnonzero(~empty).tolist():
+            self._load_one(int(ents[i]), replies[i])
+
+    def _load_one(self, ent: int, reply: Any) -> None:
         if isinstance(reply, list):
             reply = dict(zip(reply[::2], reply[1::2], strict=True))
-        ent = self._new(eid, keys, shard)
-        if not reply:
-            self.fresh[ent] = True
-            return
         meta = orjson.loads(reply.get(b"m", b"{}"))
         if meta.get("v") not in (None, self.route.version):
             self.reset[ent] = True  # another version of the view: deleted before writing
@@ -183,8 +200,11 @@ class ViewTiles:
             if name.startswith(_MARK):
                 major, minor = orjson.loads(value)
                 marks[name[len(_MARK) :].decode()] = (int(major), int(minor))
-        for stream, position in marks.items():
-            self._mark(stream, np.array([ent]), np.array([position[0]]), np.array([position[1]]))
+        for stream, (major, minor) in marks.items():
+            held = self._marks_of(stream)
+            held[0][ent], held[1][ent] = major, minor
+            if stream not in self.stream_top or (major, minor) > self.stream_top[stream]:
+                self.stream_top[stream] = (major, minor)
         per_g: dict[int, tuple[list[int], list[dict[str, Any]]]] = {}
         for (g, start), tile in state.tiles.items():
             if g in self.slots:
@@ -206,13 +226,6 @@ class ViewTiles:
             self.mark_names[stream] = bulk(_MARK + stream.encode())
         return found
 
-    def _mark(self, stream: str, ents: Array, major: Array, minor: Array) -> None:
-        marks = self._marks_of(stream)
-        marks[0][ents], marks[1][ents] = major, minor
-        top = (int(major.max()), int(minor[major == major.max()].max()))
-        if stream not in self.stream_top or top > self.stream_top[stream]:
-            self.stream_top[stream] = top
-
     # ------------------------------------------------------------------ applying
 
     def apply(self, batch: Batch, now: int, changes: Changes, flush: int) -> int:
@@ -224,10 +237,7 @@ class ViewTiles:
                 return NONE
             ents, batch = ents[keep], _select(batch, keep)
         self.used[ents] = flush
-        # The newest position per entity (positions grow within a stream).
-        last = len(ents) - 1 - np.unique(ents[::-1], return_index=True)[1]
-        self._mark(batch.stream, ents[last], batch.major[last], batch.minor[last])
-        changes.marks.append((batch.stream, ents[last], batch.major[last], batch.minor[last]))
+        self._mark(batch, ents, changes)
         changes.ents.append(ents)
         ts = batch.ts
         np.maximum.at(self.max_ts, ents, ts)
@@ -246,16 +256,47 @@ class ViewTiles:
             self._fold(ents, ts, batch.event_ids, batch.values, now, changes)
         return int(ts.max())
 
+    def _mark(self, batch: Batch, ents: Array, changes: Changes) -> None:
+        """Record the newest position applied per (entity, stream): positions grow within a
+        stream, so it is the entity's last event of that stream."""
+        pair = ents * len(batch.streams) + batch.stream
+        last = len(pair) - 1 - np.unique(pair[::-1], return_index=True)[1]
+        stream, marked = batch.stream[last], ents[last]
+        major, minor = batch.major[last], batch.minor[last]
+        for s, name in enumerate(batch.streams):
+            at = np.flatnonzero(stream == s)
+            if not len(at):
+                continue
+            held = self._marks_of(name)
+            held[0][marked[at]], held[1][marked[at]] = major[at], minor[at]
+            top = int(major[at].max())
+            position = (top, int(minor[at][major[at] == top].max()))
+            if name not in self.stream_top or position > self.stream_top[name]:
+                self.stream_top[name] = position
+        changes.marks.append((batch.streams, stream, marked, major, minor))
+
     def _guard(self, batch: Batch, ents: Array) -> Array | None:
-        """Which events were not applied before a crash (None: all of them, the usual case)."""
-        top = self.stream_top.get(batch.stream)
-        if top is None or (int(batch.major[0]), int(batch.minor[0])) > top:
-            return None
-        major, minor = self._marks_of(batch.stream)
-        held_major, held_minor = major[ents], minor[ents]
-        return (batch.major > held_major) | (
-            (batch.major == held_major) & (batch.minor > held_minor)
-        )
+        """Which events were not applied before a crash (None: all of them, the usual case).
+
+        A stream whose first event here is past every mark this cache holds for it (the
+        marks of uncached entities are read with them) cannot replay anything."""
+        keep = None
+        _, firsts = np.unique(batch.stream, return_index=True)
+        for first in firsts.tolist():
+            s = int(batch.stream[first])
+            name = batch.streams[s]
+            top = self.stream_top.get(name)
+            if top is None or (int(batch.major[first]), int(batch.minor[first])) > top:
+                continue
+            if keep is None:
+                keep = np.ones(len(ents), dtype=bool)
+            at = np.flatnonzero(batch.stream == s)
+            major, minor = self._marks_of(name)
+            held_major, held_minor = major[ents[at]], minor[ents[at]]
+            keep[at] = (batch.major[at] > held_major) | (
+                (batch.major[at] == held_major) & (batch.minor[at] > held_minor)
+            )
+        return keep
 
     def _fold(
         self,
@@ -333,14 +374,11 @@ class ViewTiles:
             data = cmd.tile_fields(g, slot.start_of[rows], slot.columns.encode(rows))
             parts.append(cmd.Parts(data, owner, cmd.FIELD))
             fields += np.bincount(owner, minlength=len(ents))
-        for stream in dict.fromkeys(s for s, _, _, _ in changes.marks):
-            marked = np.unique(np.concatenate([e for s, e, _, _ in changes.marks if s == stream]))
-            major, minor = self.marks[stream]
+        if changes.marks:
+            names, marked, major, minor = self._mark_pairs(changes.marks)
             owner = np.searchsorted(ents, marked)
-            names = pa.array([self.mark_names[stream]] * len(marked), pa.binary())
-            parts.append(cmd.Parts(cmd.mark_fields(names, major[marked], minor[marked]),
-                                   owner, cmd.MARK))  # fmt: skip
-            fields[owner] += 1
+            parts.append(cmd.Parts(cmd.mark_fields(names, major, minor), owner, cmd.MARK))
+            fields += np.bincount(owner, minlength=len(ents))
         heads = pa.array([self.heads[e] for e in ents.tolist()], pa.binary())
         meta = cmd.meta_fields(heads, self.max_ts[ents], self.folded[ents])
         pend = self.stored_pending[ents].copy()
@@ -379,6 +417,28 @@ class ViewTiles:
         fresh = ents[self.fresh[ents]]
         self.fresh[fresh] = False
         return parts, count, [self.eids[e] or "" for e in fresh.tolist()]
+
+    def _mark_pairs(
+        self, marks: list[tuple[list[str], Array, Array, Array, Array]]
+    ) -> tuple[pa.Array, Array, Array, Array]:
+        """The marks to write, one per (entity, stream), the last recorded winning; with
+        their field names (RESP bulk strings)."""
+        streams = list(dict.fromkeys(name for entry in marks for name in entry[0]))
+        number = {name: i for i, name in enumerate(streams)}
+        stream = np.concatenate(
+            [np.array([number[n] for n in names], np.int64)[s] for names, s, _, _, _ in marks]
+        )
+        marked = np.concatenate([e for _, _, e, _, _ in marks])
+        major = np.concatenate([m for _, _, _, m, _ in marks])
+        minor = np.concatenate([m for _, _, _, _, m in marks])
+        if len(marks) > 1:
+            pair = marked * len(streams) + stream
+            last = len(pair) - 1 - np.unique(pair[::-1], return_index=True)[1]
+            stream, marked, major, minor = stream[last], marked[last], major[last], minor[last]
+        for name in streams:
+            self._marks_of(name)
+        bulks = pa.array([self.mark_names[name] for name in streams], pa.binary())
+        return bulks.take(pa.array(stream)), marked, major, minor
 
     # ------------------------------------------------------------------ housekeeping
 
@@ -458,17 +518,23 @@ def _objects(values: list[Any]) -> Array:
     return out
 
 
+def _empty(reply: Any) -> bool:
+    return not reply
+
+
 def _select(batch: Batch, keep: Array) -> Batch:
     at = np.flatnonzero(keep)
+    picks = at.tolist()
     return Batch(
-        batch.stream,
-        batch.shard,
-        [batch.eids[i] for i in at.tolist()],
-        [batch.keys[i] for i in at.tolist()],
+        batch.streams,
+        batch.stream[at],
+        batch.shard[at],
+        [batch.eids[i] for i in picks],
+        [batch.keys[i] for i in picks],
         batch.ts[at],
         batch.event_ids[at],
         {c: v[at] for c, v in batch.values.items()},
-        [batch.rows[i] for i in at.tolist()],
+        [batch.rows[i] for i in picks],
         batch.major[at],
         batch.minor[at],
     )
