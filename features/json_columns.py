@@ -34,13 +34,21 @@ def _dump(value: Any) -> bytes:
 
 
 def texts(values: Array) -> pa.Array:
-    """The JSON text of each value, as orjson writes it (`100.0`, not `100`).
+    """The JSON text of each value: numbers as shortest round-trip text, integral floats
+    with `.0` (as orjson writes them, so they read back as floats), others through orjson.
 
-    >>> texts(np.array([1.0, 2.5])).to_pylist()
-    [b'1.0', b'2.5']
+    >>> texts(np.array([1.0, 2.5, 1e20])).to_pylist(), texts(np.array([-3, 7])).to_pylist()
+    ([b'1.0', b'2.5', b'1e+20'], [b'-3', b'7'])
     """
-    if len(values) and values.dtype != object:
-        return pa.array(orjson.dumps(values.tolist())[1:-1].split(b","), pa.binary())
+    kind = values.dtype.kind
+    if kind in "iu":
+        return pc.cast(pa.array(values), pa.string()).cast(pa.binary())
+    if kind == "f" and np.isfinite(values).all():
+        text = pc.cast(pa.array(values), pa.string())
+        integral = pc.match_substring_regex(text, r"^-?[0-9]+$")
+        if pc.any(integral).as_py():
+            text = pc.if_else(integral, pc.binary_join_element_wise(text, ".0", ""), text)
+        return text.cast(pa.binary())
     return pa.array(list(map(_dump, values.tolist())), pa.binary())
 
 

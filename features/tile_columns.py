@@ -103,13 +103,27 @@ class TileColumns:
                     feature.load(row, state)
 
     def encode(self, rows: Array) -> pa.Array:
-        """Each row's tile as JSON text (what `orjson.dumps(states)` gives, key order aside)."""
-        parts = []
+        """Each row's tile as JSON text (what `orjson.dumps(states)` gives, key order aside).
+
+        Features every row holds are joined in one call; the others only where held.
+        """
+        always: list[Any] = []
+        some = []
         none = pa.scalar(None, pa.binary())
         for feature, label in self.names:
-            held = pa.array(feature.n[rows] > 0)
-            text = _join(label, feature.encode(rows), b"")
-            parts.append(pc.if_else(held, text, none))
-        if not parts:
+            held = feature.n[rows] > 0
+            if held.all():
+                always += [b"," if always else b"{", label, feature.encode(rows)]
+            elif held.any():
+                text = _join(label, feature.encode(rows), b"")
+                some.append(pc.if_else(pa.array(held), text, none))
+        if not always and not some:
             return pa.array([b"{}"] * len(rows), pa.binary())
-        return _join(b"{", join_present(parts, b","), b"}", b"")
+        if not some:
+            return _join(*always, b"}", b"")
+        rest = join_present(some, b",")
+        if not always:
+            return _join(b"{", rest, b"}", b"")
+        # `rest` is "" where a row holds none of the other features: no comma then.
+        comma = pc.if_else(pc.equal(pc.binary_length(rest), 0), b"", b",")
+        return _join(*always, comma, rest, b"}", b"")

@@ -78,8 +78,10 @@ def expires(keys: pa.Array, at_ms: Array) -> pa.Array:
 
 def tile_fields(g: int, starts: Array, values: pa.Array) -> pa.Array:
     """Field-value pairs `t:<g>:<start>` → tile JSON (`layout.tile_field`)."""
-    names = _join(f"t:{g}:".encode(), texts(starts), b"")
-    return _join(bulk(names), bulk(values), b"")
+    # Tiles are aligned: a batch has few distinct starts, so each name is built once.
+    distinct, where = np.unique(starts, return_inverse=True)
+    names = bulk(_join(f"t:{g}:".encode(), texts(distinct), b"")).take(pa.array(where))
+    return _join(names, bulk(values), b"")
 
 
 def mark_fields(names: pa.Array, major: Array, minor: Array) -> pa.Array:
@@ -89,7 +91,9 @@ def mark_fields(names: pa.Array, major: Array, minor: Array) -> pa.Array:
 
 def meta_fields(heads: pa.Array, max_ts: Array, folded: Array) -> pa.Array:
     """Field-value pairs `m` → `{"keys":…,"v":…,"max_ts":…,"folded":…}`."""
-    text = _join(heads, b',"max_ts":', texts(max_ts), b',"folded":', texts(folded), b"}", b"")
+    newest = texts(max_ts)
+    done = newest if np.array_equal(max_ts, folded) else texts(folded)
+    text = _join(heads, b',"max_ts":', newest, b',"folded":', done, b"}", b"")
     return _join(b"$1\r\nm\r\n", bulk(text), b"")
 
 
