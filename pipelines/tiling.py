@@ -138,11 +138,12 @@ class TileEngine:
         for name, view in self.views.items():
             if view.pending:
                 view.fold_due(now, changes[name])
-        extra: list[bytes] = []
+        self._write(changes, fresh)
         if now >= self.next_sweep:
-            extra = self.sweep(now)
+            # After the writes: a sweep forgets entities, which must be written first.
+            deletes = self.sweep(now)
             self.next_sweep = now + SWEEP_US
-        self._write(changes, fresh, extra)
+            self.writer.send(deletes, len(deletes))
         if sum(len(v) for v in self.views.values()) > self.limit:
             self._evict()
 
@@ -208,10 +209,8 @@ class TileEngine:
         for name, (eids, key_values, shards, got) in per_view.items():
             self.views[name].load(eids, key_values, np.array(shards, dtype=np.int64), got)
 
-    def _write(
-        self, changes: dict[str, Changes], fresh: dict[str, int], extra: list[bytes]
-    ) -> None:
-        """Send every view's writes, then the extra commands, new entities and freshness:
+    def _write(self, changes: dict[str, Changes], fresh: dict[str, int]) -> None:
+        """Send every view's writes, then the new entities and freshness:
         once freshness shows a time, the tiles holding it are written."""
         packed: list[Any] = []
         count = 0
@@ -223,10 +222,9 @@ class TileEngine:
                 count += replies
             if new_ids:
                 commands.append(("PFADD", layout.entity_count_key(self.project, name), *new_ids))
-        packed += extra
         commands += self.stats.freshness_commands(fresh) if fresh else []
         packed += [pack_one(command) for command in commands]
-        self.writer.send(packed, count + len(extra) + len(commands))
+        self.writer.send(packed, count + len(commands))
 
     # ------------------------------------------------------------------ housekeeping
 
