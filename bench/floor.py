@@ -10,7 +10,7 @@ one piece of the real code to the one before:
 - `decode`: `orjson.loads` of each payload, the event time to µs;
 - `dedup`: a set of event ids per source key (the judge's duplicate check, alone);
 - `fold`: `ViewTiler.apply_into` of every view, with the replay marks (the tiles step);
-- `encode`: `redis_tiles.pack_stream_write`, one `HSET` per (event, view);
+- `encode`: `pack_stream_write` (below: the per-event design's), one `HSET` per (event, view);
 - `send`: those bytes to a private redis-server through `TileConnection`, replies counted.
 
 Each (stage, round) is a fresh child process; it prints the median CPU µs per event and
@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,72 @@ import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+_FIELD_NAMES: dict[Any, bytes] = {}  # tile key → its field name as a RESP bulk string
+_dumps = orjson.dumps
+
+
+def bulk(value: bytes) -> bytes:
+    """One RESP bulk string."""
+    return b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+def tile_field(tile: Any) -> bytes:
+    """The RESP bulk string of a tile's hash field name (`layout.tile_field`), cached."""
+    name = _FIELD_NAMES.get(tile)
+    if name is None:
+        if len(_FIELD_NAMES) > 100_000:
+            _FIELD_NAMES.clear()
+        from features import layout
+
+        name = _FIELD_NAMES[tile] = bulk(layout.tile_field(tile).encode())
+    return name
+
+
+def pack_stream_write(
+    key: bytes,
+    head: bytes,
+    state: Any,
+    changed: Iterable[Any],
+    marks: dict[str, Any],
+    clear_pending: bool,
+) -> bytes:
+    """The per-event design's `HSET` of one entity as RESP bytes (one command), as the
+    stream's tiles step wrote it before it folded column-wise (kept here as the floor's).
+
+    `key` is the RESP bulk string of the hash key and `head` the entity's `meta_head`. It
+    sets the changed tiles, `m` (`max_ts`, `folded`, the replay marks as `pos`) and `p`
+    when events are pending, or as `[]` when `clear_pending` (it held some before), so no
+    `HDEL` is needed.
+    """
+    # Few, large appends: this runs once per (entity, view) written, ~3 times per event.
+    parts = [b"", b"$4\r\nHSET\r\n", key]
+    count = 4  # HSET, key, "m" and its value
+    tiles, names = state.tiles, _FIELD_NAMES
+    for tile in changed:
+        value = tiles.get(tile)
+        if value is not None:
+            data = _dumps(value)
+            parts += (names.get(tile) or tile_field(tile), b"$%d\r\n" % len(data), data, b"\r\n")
+            count += 2
+    max_ts = state.max_ts
+    meta = b'%b,"max_ts":%b,"folded":%d,"pos":%b}' % (
+        head,
+        b"null" if max_ts is None else b"%d" % max_ts,
+        state.folded_until,
+        _dumps(marks),
+    )
+    parts += (b"$1\r\nm\r\n$%d\r\n" % len(meta), meta, b"\r\n")
+    if state.pending:
+        data = _dumps(state.pending)
+        parts += (b"$1\r\np\r\n$%d\r\n" % len(data), data, b"\r\n")
+        count += 2
+    elif clear_pending:
+        parts.append(b"$1\r\np\r\n$2\r\n[]\r\n")
+        count += 2
+    parts[0] = b"*%d\r\n" % count
+    return b"".join(parts)
+
 
 STAGES = ("decode", "dedup", "fold", "encode", "send")
 TARGET = 50_000  # events/s on one worker (issue 3)
@@ -48,7 +115,7 @@ def child(stage: int, events_path: Path, redis_url: str) -> float:
     from features.durations import now_us
     from features.tiles import EntityTiles
     from pipelines.plan import PlanSource
-    from pipelines.sinks.redis_tiles import bulk, meta_head, pack_stream_write
+    from pipelines.sinks.redis_tiles import meta_head
     from pipelines.sinks.redis_writer import TileConnection
 
     payloads = events_path.read_bytes().split(b"\n")

@@ -1,12 +1,8 @@
 """Tile writes: absolute tile values of changed entities, as docs/storage.md says.
 
-`write_tiles` (used by the backfill) queues one entity's writes on a redis-py pipeline. The
-stream's tile step is the hot loop, so it encodes its writes here straight to RESP bytes:
-one `HSET` per entity (the changed tiles, `m`, and `p` — written as `[]` when pending
-events were folded, instead of a separate `HDEL`), and `PEXPIREAT` only when the entity's
-expiry moves to a new bucket (keys may outlive `ttl` by at most one bucket, which changes
-no value). Every one of these commands has a one-line reply, which
-`redis_writer.TileConnection` relies on.
+`write_tiles` (used by the backfill) queues one entity's writes on a redis-py pipeline.
+The stream's tiles step builds its commands a batch at a time (`tile_commands`); it shares
+the key framing (`bulk`), the fixed start of `m` (`meta_head`) and the expiry bucket here.
 """
 
 from __future__ import annotations
@@ -22,7 +18,6 @@ from features.model import FeatureView
 from features.tiles import EntityTiles, TileKey
 
 _dumps = orjson.dumps
-_FIELD_NAMES: dict[TileKey, bytes] = {}  # tile key → its field name as a RESP bulk string
 MAX_EXPIRY_BUCKET_MS = 3_600_000
 
 
@@ -64,80 +59,14 @@ def bulk(value: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(value), value)
 
 
-def tile_field(tile: TileKey) -> bytes:
-    """The RESP bulk string of a tile's hash field name (`layout.tile_field`), cached."""
-    name = _FIELD_NAMES.get(tile)
-    if name is None:
-        if len(_FIELD_NAMES) > 100_000:
-            _FIELD_NAMES.clear()
-        name = _FIELD_NAMES[tile] = bulk(layout.tile_field(tile).encode())
-    return name
-
-
 def meta_head(entity_values: Sequence[Any], version: str | None) -> bytes:
     """The start of `m` that is fixed for an entity's life: join-key values, view version."""
     return b'{"keys":' + _dumps(list(entity_values)) + b',"v":' + _dumps(version)
 
 
-def pack_stream_write(
-    key: bytes,
-    head: bytes,
-    state: EntityTiles,
-    changed: Iterable[TileKey],
-    marks: dict[str, Any],
-    clear_pending: bool,
-) -> bytes:
-    """The stream's `HSET` of one entity as RESP bytes (one command).
-
-    `key` is the RESP bulk string of the hash key and `head` the entity's `meta_head`. It
-    sets the changed tiles, `m` (`max_ts`, `folded`, the replay marks as `pos`) and `p`
-    when events are pending, or as `[]` when `clear_pending` (it held some before), so no
-    `HDEL` is needed.
-    """
-    # Few, large appends: this runs once per (entity, view) written, ~3 times per event.
-    parts = [b"", b"$4\r\nHSET\r\n", key]
-    count = 4  # HSET, key, "m" and its value
-    tiles, names = state.tiles, _FIELD_NAMES
-    for tile in changed:
-        value = tiles.get(tile)
-        if value is not None:
-            data = _dumps(value)
-            parts += (names.get(tile) or tile_field(tile), b"$%d\r\n" % len(data), data, b"\r\n")
-            count += 2
-    max_ts = state.max_ts
-    meta = b'%b,"max_ts":%b,"folded":%d,"pos":%b}' % (
-        head,
-        b"null" if max_ts is None else b"%d" % max_ts,
-        state.folded_until,
-        _dumps(marks),
-    )
-    parts += (b"$1\r\nm\r\n$%d\r\n" % len(meta), meta, b"\r\n")
-    if state.pending:
-        data = _dumps(state.pending)
-        parts += (b"$1\r\np\r\n$%d\r\n" % len(data), data, b"\r\n")
-        count += 2
-    elif clear_pending:
-        parts.append(b"$1\r\np\r\n$2\r\n[]\r\n")
-        count += 2
-    parts[0] = b"*%d\r\n" % count
-    return b"".join(parts)
-
-
 def expiry_bucket_ms(ttl_us: int) -> int:
     """How far the stream may round an expiry up: 1/16 of the ttl, at least 1 s, at most 1 h."""
     return max(1000, min(MAX_EXPIRY_BUCKET_MS, ttl_us // 16_000))
-
-
-def expire_command(key: bytes, at_ms: int) -> bytes:
-    """`PEXPIREAT` as RESP bytes; `key` is the RESP bulk string of the hash key."""
-    text = b"%d" % at_ms
-    return b"*3\r\n$9\r\nPEXPIREAT\r\n%b$%d\r\n%b\r\n" % (key, len(text), text)
-
-
-def delete_command(key: bytes, tiles: Iterable[TileKey]) -> bytes:
-    """`HDEL` of tile fields as RESP bytes; `key` is the RESP bulk string of the hash key."""
-    fields = [tile_field(tile) for tile in tiles]
-    return b"*%d\r\n$4\r\nHDEL\r\n%b%b" % (len(fields) + 2, key, b"".join(fields))
 
 
 def queue_write(pipe: Any, write: TileWrite) -> None:

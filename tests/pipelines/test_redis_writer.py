@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import hiredis
+import numpy as np
 import orjson
+import pyarrow as pa
 import pytest
 import redis
 
 from features import layout
 from features.errors import StorageError
-from features.tiles import EntityTiles
-from pipelines.sinks.redis_tiles import (
-    bulk,
-    delete_command,
-    expire_command,
-    meta_head,
-    pack_stream_write,
-)
+from pipelines.sinks import tile_commands as cmd
+from pipelines.sinks.redis_tiles import bulk, meta_head
 from pipelines.sinks.redis_writer import TileConnection
 
 
@@ -73,39 +69,50 @@ def test_redis_going_away_is_a_storage_error(redis_url: str) -> None:
     assert client.hget("h", "a") == b"3"
 
 
-def test_hand_built_tile_commands_are_the_commands_they_name(redis_client: redis.Redis) -> None:
-    """The tile step frames HSET/HDEL/PEXPIREAT itself; each must equal hiredis's packing."""
-    key = layout.view_key("p", "v", "u1")
-    raw = bulk(key.encode())
-    tiles = [(60_000_000, 1_795_716_000_000_000), (900_000_000, 1_795_715_100_000_000)]
-    assert delete_command(raw, tiles) == hiredis.pack_command(
-        ("HDEL", key, *(layout.tile_field(t) for t in tiles))
-    )
-    assert expire_command(raw, 4_102_444_800_000) == hiredis.pack_command(
-        ("PEXPIREAT", key, 4_102_444_800_000)
-    )
-    state = EntityTiles(tiles={t: {"n": i + 1} for i, t in enumerate(tiles)}, max_ts=7)
-    head = meta_head(["u1"], "ver")
-    marks = {"p0#1": (1, 2)}
-    data = pack_stream_write(raw, head, state, tiles[:1], marks, clear_pending=True)
-    meta = b'{"keys":["u1"],"v":"ver","max_ts":7,"folded":%d,"pos":{"p0#1":[1,2]}}' % (
-        state.folded_until
-    )
-    assert data == hiredis.pack_command(
-        ("HSET", key, layout.tile_field(tiles[0]), b'{"n":1}', "m", meta, "p", "[]")
-    )
-    state.pending = [[9, "e9", {"amount": 1.5}]]
-    pending = pack_stream_write(raw, head, state, tiles, marks, clear_pending=False)
-    tile_fields = [x for t in tiles for x in (layout.tile_field(t), orjson.dumps(state.tiles[t]))]
-    assert pending == hiredis.pack_command(
-        ("HSET", key, *tile_fields, "m", meta, "p", orjson.dumps(state.pending))
-    )
+def test_column_built_tile_commands_are_the_commands_they_name(redis_client: redis.Redis) -> None:
+    """The tile step frames DEL/HSET/PEXPIREAT a batch at a time; the assembled buffer must
+    equal hiredis's packing of the same commands, in entity order, and Redis must run it."""
+    keys = [layout.view_key("p", "v", u) for u in ("u1", "u2|x")]
+    raw = pa.array([bulk(k.encode()) for k in keys], pa.binary())
+    g, starts = 60_000_000, np.array([1_795_716_000_000_000, 1_795_716_060_000_000, 0])
+    tiles = pa.array([b'{"n":1}', b'{"n":2,"s":1.5}', b'{"n":3}'], pa.binary())
+    heads = pa.array([meta_head(["u1"], "ver"), meta_head(["u2|x"], "ver")], pa.binary())
+    max_ts, folded = np.array([7, 1_795_716_070_000_000]), np.array([-5, 1_795_716_070_000_000])
+    stream = pa.array([bulk(b"o:p0#1")] * 2, pa.binary())
+    parts = [
+        cmd.Parts(cmd.tile_fields(g, starts, tiles), np.array([1, 0, 1]), cmd.FIELD),
+        cmd.Parts(cmd.mark_fields(stream, np.array([1, 3]), np.array([2, 0])),
+                  np.array([0, 1]), cmd.MARK),
+        cmd.Parts(cmd.meta_fields(heads, max_ts, folded), np.array([0, 1]), cmd.META),
+        cmd.Parts(cmd.headers(raw, np.array([3, 4])), np.array([0, 1]), cmd.HEADER),
+        cmd.Parts(cmd.deletes(raw.take(pa.array([1]))), np.array([1]), cmd.DELETE),
+        cmd.Parts(cmd.expires(raw, np.array([4_102_444_800_000, 4_102_444_801_000])),
+                  np.array([0, 1]), cmd.EXPIRE),
+    ]  # fmt: skip
+    meta = [
+        b'{"keys":["u1"],"v":"ver","max_ts":7,"folded":-5}',
+        b'{"keys":["u2|x"],"v":"ver","max_ts":1795716070000000,"folded":1795716070000000}',
+    ]
+    expected = [
+        ("HSET", keys[0], layout.tile_field((g, int(starts[1]))), b'{"n":2,"s":1.5}',
+         "o:p0#1", "[1,2]", "m", meta[0]),
+        ("PEXPIREAT", keys[0], 4_102_444_800_000),
+        ("DEL", keys[1]),
+        ("HSET", keys[1], layout.tile_field((g, int(starts[0]))), b'{"n":1}',
+         layout.tile_field((g, 0)), b'{"n":3}', "o:p0#1", "[3,0]", "m", meta[1]),
+        ("PEXPIREAT", keys[1], 4_102_444_801_000),
+    ]  # fmt: skip
+    packed = cmd.assemble(parts)
+    assert bytes(packed) == b"".join(_packed(expected))
+    redis_client.hset(keys[1], mapping={"stale": "y"})
     conn = TileConnection(redis_client)
-    fields = {layout.tile_field(t): "x" for t in tiles}
-    redis_client.hset(key, mapping={**fields, "keep": "y"})
-    conn.send([delete_command(raw, tiles), data, expire_command(raw, 4_102_444_800_000)], 3)
+    conn.send([packed], len(expected))
     conn.drain()
-    stored = redis_client.hgetall(key)
-    assert stored.keys() == {b"keep", layout.tile_field(tiles[0]).encode(), b"m", b"p"}
-    assert orjson.loads(stored[b"m"])["pos"] == {"p0#1": [1, 2]}
-    assert redis_client.pexpiretime(key) == 4_102_444_800_000
+    assert redis_client.hgetall(keys[1]).keys() == {
+        layout.tile_field((g, int(starts[0]))).encode(),
+        layout.tile_field((g, 0)).encode(),
+        b"o:p0#1",
+        b"m",
+    }
+    assert orjson.loads(redis_client.hget(keys[0], "m"))["max_ts"] == 7
+    assert redis_client.pexpiretime(keys[1]) == 4_102_444_801_000
