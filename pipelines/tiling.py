@@ -214,6 +214,11 @@ class TileEngine:
         once freshness shows a time, the tiles holding it are written."""
         packed: list[Any] = []
         count = 0
+        for view in self.views.values():
+            if view.migrations:
+                packed += view.migrations
+                count += len(view.migrations)
+                view.migrations = []
         commands: list[tuple[Any, ...]] = []
         for name, change in changes.items():
             parts, replies, new_ids = self.views[name].encode(change)

@@ -27,6 +27,7 @@ from features.tiles import MIN_TS
 from pipelines.plan import ViewRoute
 from pipelines.records import Position
 from pipelines.sinks import tile_commands as cmd
+from pipelines.sinks.redis_bulk import pack_one
 from pipelines.sinks.redis_tiles import bulk, expiry_bucket_ms, meta_head
 from pipelines.tile_slots import TileSlots
 
@@ -106,6 +107,7 @@ class ViewTiles:
         self.marks: dict[str, tuple[Array, Array]] = {}
         self.mark_names: dict[str, bytes] = {}
         self.stream_top: dict[str, Position] = {}
+        self.migrations: list[bytes] = []  # commands to send before the next writes
         self.bucket_ms = expiry_bucket_ms(self.ttl)
 
     # ------------------------------------------------------------------ entities
@@ -152,6 +154,10 @@ class ViewTiles:
         self.shard[out] = shards
         return out
 
+    def key_text(self, ent: int) -> str:
+        """The hash key of a cached entity."""
+        return layout.view_key(self.project, self.route.view.name, self.eids[ent] or "")
+
     def missing(self, eids: Sequence[str]) -> list[int]:
         """Positions in `eids` of entities not cached (first occurrence of each)."""
         index = self.index
@@ -196,6 +202,13 @@ class ViewTiles:
             self.pending[ent] = state.pending
             self.stored_pending[ent] = True
         marks = {part: (int(p[0]), int(p[1])) for part, p in (meta.get("pos") or {}).items()}
+        if marks:
+            # Marks of an older layout, inside `m`: kept as `o:` fields before the next
+            # write replaces `m` (queued ahead of this flush's writes).
+            self.migrations.append(
+                pack_one(("HSET", self.key_text(ent),
+                          *(x for s, p in marks.items() for x in (f"o:{s}", orjson.dumps(p)))))
+            )  # fmt: skip
         for name, value in reply.items():
             if name.startswith(_MARK):
                 major, minor = orjson.loads(value)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import redis
 
 from features import layout
@@ -139,3 +140,39 @@ def test_the_sweep_deletes_tiles_no_window_reads_and_forgets_expired_entities(
     conn.drain()
     assert [f for f in redis_client.hkeys(key) if f.startswith(b"t:")] == []
     assert set(shard.engine.views["v"].index) == {"u1"}
+
+
+def test_replay_marks_of_the_older_layout_survive_the_first_write(
+    redis_client: redis.Redis,
+) -> None:
+    """A hash written with its marks inside `m` (`pos`) keeps them as `o:` fields once the
+    step rewrites `m`, so a later replay of that stream is still skipped."""
+    plans = PlanSource(_definitions())
+    version = plans.current().views["v"].version
+    key = layout.view_key(PROJECT, "v", "u1")
+    now = now_us()
+    t0 = now - 10 * M
+    tile = layout.tile_field((M, t0 - t0 % M))
+    meta = {"keys": ["u1"], "v": version, "max_ts": t0, "folded": t0, "pos": {"p9#0": [5, 0]}}
+    redis_client.hset(key, mapping={tile: orjson.dumps({"n_1h": 1}), "m": orjson.dumps(meta)})
+
+    def run(entries: list[tuple[str, int, int]]) -> None:
+        conn = TileConnection(redis_client)
+        shard = TileShard(TileEngine(plans, PROJECT, redis_client, conn), None, cache_limit=10)
+        for stream, i, position in entries:
+            event = _event(i, "u1", now - 5 * M + i * S)
+            shard.on_batch(
+                [TileInput(0, stream, [(("v",), [("u1", ("u1",), event, (position, 0))])])]
+            )
+            shard.on_notify()
+        shard.snapshot()
+
+    run([("p0#0", 1, 1)])
+    stored = redis_client.hgetall(key)
+    assert orjson.loads(stored[b"o:p9#0"]) == [5, 0]
+    assert orjson.loads(stored[b"o:p0#0"]) == [1, 0]
+    assert "pos" not in orjson.loads(stored[b"m"])
+    run([("p9#0", 2, 5), ("p9#0", 3, 6)])  # a restart replaying p9#0 from position 5
+    state = layout.decode_tiles(redis_client.hgetall(key))
+    assert state is not None
+    assert ViewTiler(_definitions().views["v"]).evaluate(state, now_us()) == {"n_1h": 3}
