@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import pickle
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -36,8 +36,9 @@ from pipelines.sinks import tile_commands
 from pipelines.sinks.redis_bulk import fetch_raw, pack_one
 from pipelines.sinks.redis_writer import TileConnection, connection_for
 from pipelines.stats import StatsWriter
+from pipelines.tile_batches import Batch, Changes, batch_of
 from pipelines.tile_router import TILE_SHARDS
-from pipelines.view_tiles import NONE, Batch, Changes, ViewTiles
+from pipelines.view_tiles import NONE, ViewTiles
 
 if TYPE_CHECKING:
     import redis
@@ -176,7 +177,7 @@ class TileEngine:
             views = [(n, self.views[n]) for n in names if n in self.views]
             if views:
                 columns = sorted({c for _, v in views for c in v.columns})
-                batch = _columns(parts, columns)
+                batch = batch_of(parts, columns)
                 work += [(name, view, batch) for name, view in views]
         return work
 
@@ -257,37 +258,6 @@ class TileEngine:
             older = int((view.last_use() <= cutoff).sum())
             view.forget(view.least_used(older))
         self.dropped = True
-
-
-def _columns(parts: list[tuple[TileInput, list[Any]]], columns: Iterable[str]) -> Batch:
-    """Several inputs' events for one group of views as the columns `ViewTiles.apply` folds."""
-    streams = list(dict.fromkeys(inp.part for inp, _ in parts))
-    number = {name: i for i, name in enumerate(streams)}
-    entries = [e for _, found in parts for e in found] if len(parts) > 1 else parts[0][1]
-    sizes = [len(found) for _, found in parts]
-    events = [e[2] for e in entries]
-    n = len(entries)
-    event_ids = np.empty(n, dtype=object)
-    event_ids[:] = [ev.eid for ev in events]
-    rows = [ev.row for ev in events]
-    values = {}
-    for c in columns:
-        column = np.empty(n, dtype=object)
-        column[:] = [row.get(c) for row in rows]
-        values[c] = column
-    return Batch(
-        streams=streams,
-        stream=np.repeat(np.array([number[inp.part] for inp, _ in parts], np.int64), sizes),
-        shard=np.repeat(np.array([inp.shard for inp, _ in parts], np.int64), sizes),
-        eids=[e[0] for e in entries],
-        keys=[e[1] for e in entries],
-        ts=np.fromiter((ev.ts for ev in events), np.int64, n),
-        event_ids=event_ids,
-        values=values,
-        rows=rows,
-        major=np.fromiter((e[3][0] for e in entries), np.int64, n),
-        minor=np.fromiter((e[3][1] for e in entries), np.int64, n),
-    )
 
 
 def shard_builder(

@@ -15,12 +15,10 @@ rule, applied to whole tile starts.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import orjson
-import pyarrow as pa
 
 from features import layout
 from features.tiles import MIN_TS
@@ -29,7 +27,9 @@ from pipelines.records import Position
 from pipelines.sinks import tile_commands as cmd
 from pipelines.sinks.redis_bulk import pack_one
 from pipelines.sinks.redis_tiles import bulk, expiry_bucket_ms, meta_head
+from pipelines.tile_batches import Batch, Changes, empty_reply, objects, select
 from pipelines.tile_slots import TileSlots
+from pipelines.tile_writes import encode_changes
 
 Array = np.ndarray[Any, Any]
 NONE = -(2**63)  # `max_ts` of an entity without events
@@ -45,34 +45,6 @@ _FILLS = (
     ("reset", False),
     ("stored_pending", False),
 )
-
-
-@dataclass(slots=True)
-class Batch:
-    """Events for one view as columns, in arrival order; they come from several origin
-    streams (`streams[stream[i]]`), each stream's events in its order."""
-
-    streams: list[str]
-    stream: Array  # per event: index into `streams`
-    shard: Array  # per event: tile shard
-    eids: list[str]  # entity ids
-    keys: list[tuple[Any, ...]]  # join-key values
-    ts: Array
-    event_ids: Array
-    values: dict[str, Array]  # column → object array (None: null)
-    rows: list[Mapping[str, Any]]  # the events' rows (for pending records)
-    major: Array
-    minor: Array
-
-
-@dataclass(slots=True)
-class Changes:
-    """What a batch changed, to write: entities, (entity, row) per tile size, marks."""
-
-    ents: list[Array] = field(default_factory=list)
-    tiles: dict[int, list[tuple[Array, Array]]] = field(default_factory=dict)
-    # (stream names, then per marked (entity, stream): stream index, entity, major, minor)
-    marks: list[tuple[list[str], Array, Array, Array, Array]] = field(default_factory=list)
 
 
 class ViewTiles:
@@ -181,7 +153,7 @@ class ViewTiles:
     ) -> None:
         """Cache entities from their `HGETALL` replies (RESP3 maps or RESP2 lists; empty: new)."""
         ents = self.add(eids, keys, shards)
-        empty = np.fromiter(map(_empty, replies), bool, len(replies))
+        empty = np.fromiter(map(empty_reply, replies), bool, len(replies))
         self.fresh[ents[empty]] = True
         for i in np.flatnonzero(~empty).tolist():
             self._load_one(int(ents[i]), replies[i])
@@ -248,7 +220,7 @@ class ViewTiles:
         if keep is not None:
             if not keep.any():
                 return NONE
-            ents, batch = ents[keep], _select(batch, keep)
+            ents, batch = ents[keep], select(batch, keep)
         self.used[ents] = flush
         self._mark(batch, ents, changes)
         changes.ents.append(ents)
@@ -360,7 +332,7 @@ class ViewTiles:
         changes.ents.append(ents)
         event_ids = np.empty(len(due_ids), dtype=object)
         event_ids[:] = due_ids
-        values = {c: _objects([r.get(c) for r in due_rows]) for c in self.columns}
+        values = {c: objects([r.get(c) for r in due_rows]) for c in self.columns}
         self._fold(ents, np.array(due_ts, dtype=np.int64), event_ids, values, now, changes)
 
     def earliest_pending(self) -> int | None:
@@ -371,87 +343,8 @@ class ViewTiles:
     # ------------------------------------------------------------------ writing
 
     def encode(self, changes: Changes) -> tuple[list[cmd.Parts], int, list[str]]:
-        """The commands writing every changed entity: parts, their reply count, new entities."""
-        if not changes.ents:
-            return [], 0, []
-        ents = np.unique(np.concatenate(changes.ents))
-        keys = pa.array([self.key_bulk[e] for e in ents.tolist()], pa.binary())
-        parts: list[cmd.Parts] = []
-        fields = np.ones(len(ents), dtype=np.int64)  # `m`
-        for g, pairs in changes.tiles.items():
-            rows = np.concatenate([r for _, r in pairs])
-            owners = np.concatenate([e for e, _ in pairs])
-            rows, first = np.unique(rows, return_index=True)
-            owner = np.searchsorted(ents, owners[first])
-            slot = self.slots[g]
-            data = cmd.tile_fields(g, slot.start_of[rows], slot.columns.encode(rows))
-            parts.append(cmd.Parts(data, owner, cmd.FIELD))
-            fields += np.bincount(owner, minlength=len(ents))
-        if changes.marks:
-            names, marked, major, minor = self._mark_pairs(changes.marks)
-            owner = np.searchsorted(ents, marked)
-            parts.append(cmd.Parts(cmd.mark_fields(names, major, minor), owner, cmd.MARK))
-            fields += np.bincount(owner, minlength=len(ents))
-        heads = pa.array([self.heads[e] for e in ents.tolist()], pa.binary())
-        meta = cmd.meta_fields(heads, self.max_ts[ents], self.folded[ents])
-        pend = self.stored_pending[ents].copy()
-        if self.pending:
-            pend |= np.fromiter(map(self.pending.__contains__, ents.tolist()), bool, len(ents))
-        if pend.any():
-            with_p = np.flatnonzero(pend)
-            texts = [
-                cmd.pending_field(orjson.dumps(self.pending.get(e, [])))
-                for e in ents[with_p].tolist()
-            ]
-            meta = meta.to_pylist()
-            for i, text in zip(with_p.tolist(), texts, strict=True):
-                meta[i] += text
-            meta = pa.array(meta, pa.binary())
-            fields[with_p] += 1
-            self.stored_pending[ents] = np.fromiter(
-                map(self.pending.__contains__, ents.tolist()), bool, len(ents)
-            )
-        parts.append(cmd.Parts(meta, np.arange(len(ents)), cmd.META))
-        parts.append(cmd.Parts(cmd.headers(keys, fields), np.arange(len(ents)), cmd.HEADER))
-        count = len(ents)
-        reset = np.flatnonzero(self.reset[ents])
-        if len(reset):
-            parts.append(cmd.Parts(cmd.deletes(keys.take(pa.array(reset))), reset, cmd.DELETE))
-            self.reset[ents[reset]] = False
-            count += len(reset)
-        expire = (self.max_ts[ents] + self.ttl) // 1000
-        moved = np.flatnonzero(expire > self.expire_at[ents])
-        if len(moved):
-            # set again only past the bucket set before (rounded up to it)
-            at = -((-expire[moved]) // self.bucket_ms) * self.bucket_ms
-            self.expire_at[ents[moved]] = at
-            parts.append(cmd.Parts(cmd.expires(keys.take(pa.array(moved)), at), moved, cmd.EXPIRE))
-            count += len(moved)
-        fresh = ents[self.fresh[ents]]
-        self.fresh[fresh] = False
-        return parts, count, [self.eids[e] or "" for e in fresh.tolist()]
-
-    def _mark_pairs(
-        self, marks: list[tuple[list[str], Array, Array, Array, Array]]
-    ) -> tuple[pa.Array, Array, Array, Array]:
-        """The marks to write, one per (entity, stream), the last recorded winning; with
-        their field names (RESP bulk strings)."""
-        streams = list(dict.fromkeys(name for entry in marks for name in entry[0]))
-        number = {name: i for i, name in enumerate(streams)}
-        stream = np.concatenate(
-            [np.array([number[n] for n in names], np.int64)[s] for names, s, _, _, _ in marks]
-        )
-        marked = np.concatenate([e for _, _, e, _, _ in marks])
-        major = np.concatenate([m for _, _, _, m, _ in marks])
-        minor = np.concatenate([m for _, _, _, _, m in marks])
-        if len(marks) > 1:
-            pair = marked * len(streams) + stream
-            last = len(pair) - 1 - np.unique(pair[::-1], return_index=True)[1]
-            stream, marked, major, minor = stream[last], marked[last], major[last], minor[last]
-        for name in streams:
-            self._marks_of(name)
-        bulks = pa.array([self.mark_names[name] for name in streams], pa.binary())
-        return bulks.take(pa.array(stream)), marked, major, minor
+        """The commands writing every changed entity (`tile_writes.encode_changes`)."""
+        return encode_changes(self, changes)
 
     # ------------------------------------------------------------------ housekeeping
 
@@ -523,31 +416,3 @@ def _grown(old: Array, capacity: int, fill: Any) -> Array:
     new = np.full(capacity, fill, dtype=old.dtype)
     new[: len(old)] = old
     return new
-
-
-def _objects(values: list[Any]) -> Array:
-    out = np.empty(len(values), dtype=object)
-    out[:] = values
-    return out
-
-
-def _empty(reply: Any) -> bool:
-    return not reply
-
-
-def _select(batch: Batch, keep: Array) -> Batch:
-    at = np.flatnonzero(keep)
-    picks = at.tolist()
-    return Batch(
-        batch.streams,
-        batch.stream[at],
-        batch.shard[at],
-        [batch.eids[i] for i in picks],
-        [batch.keys[i] for i in picks],
-        batch.ts[at],
-        batch.event_ids[at],
-        {c: v[at] for c, v in batch.values.items()},
-        [batch.rows[i] for i in picks],
-        batch.major[at],
-        batch.minor[at],
-    )

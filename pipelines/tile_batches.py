@@ -1,0 +1,105 @@
+"""The tiles step's batches: queued inputs as columns, and what a fold changed.
+
+`pipelines.tiling` turns the inputs queued for one group of views (views on the same
+entity) into one `Batch` of numpy columns; `view_tiles.ViewTiles.apply` folds it and
+records in `Changes` what its writes must carry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipelines.records import TileInput
+
+Array = np.ndarray[Any, Any]
+
+
+@dataclass(slots=True)
+class Batch:
+    """Events for one view as columns, in arrival order; they come from several origin
+    streams (`streams[stream[i]]`), each stream's events in its order."""
+
+    streams: list[str]
+    stream: Array  # per event: index into `streams`
+    shard: Array  # per event: tile shard
+    eids: list[str]  # entity ids
+    keys: list[tuple[Any, ...]]  # join-key values
+    ts: Array
+    event_ids: Array
+    values: dict[str, Array]  # column → object array (None: null)
+    rows: list[Mapping[str, Any]]  # the events' rows (for pending records)
+    major: Array
+    minor: Array
+
+
+@dataclass(slots=True)
+class Changes:
+    """What a batch changed, to write: entities, (entity, row) per tile size, marks."""
+
+    ents: list[Array] = field(default_factory=list)
+    tiles: dict[int, list[tuple[Array, Array]]] = field(default_factory=dict)
+    # (stream names, then per marked (entity, stream): stream index, entity, major, minor)
+    marks: list[tuple[list[str], Array, Array, Array, Array]] = field(default_factory=list)
+
+
+def batch_of(parts: list[tuple[TileInput, list[Any]]], columns: Iterable[str]) -> Batch:
+    """Several inputs' events for one group of views, as the columns a fold takes."""
+    streams = list(dict.fromkeys(inp.part for inp, _ in parts))
+    number = {name: i for i, name in enumerate(streams)}
+    entries = [e for _, found in parts for e in found] if len(parts) > 1 else parts[0][1]
+    sizes = [len(found) for _, found in parts]
+    events = [e[2] for e in entries]
+    n = len(entries)
+    event_ids = np.empty(n, dtype=object)
+    event_ids[:] = [ev.eid for ev in events]
+    rows = [ev.row for ev in events]
+    values = {}
+    for c in columns:
+        column = np.empty(n, dtype=object)
+        column[:] = [row.get(c) for row in rows]
+        values[c] = column
+    return Batch(
+        streams=streams,
+        stream=np.repeat(np.array([number[inp.part] for inp, _ in parts], np.int64), sizes),
+        shard=np.repeat(np.array([inp.shard for inp, _ in parts], np.int64), sizes),
+        eids=[e[0] for e in entries],
+        keys=[e[1] for e in entries],
+        ts=np.fromiter((ev.ts for ev in events), np.int64, n),
+        event_ids=event_ids,
+        values=values,
+        rows=rows,
+        major=np.fromiter((e[3][0] for e in entries), np.int64, n),
+        minor=np.fromiter((e[3][1] for e in entries), np.int64, n),
+    )
+
+
+def objects(values: list[Any]) -> Array:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+def empty_reply(reply: Any) -> bool:
+    return not reply
+
+
+def select(batch: Batch, keep: Array) -> Batch:
+    at = np.flatnonzero(keep)
+    picks = at.tolist()
+    return Batch(
+        batch.streams,
+        batch.stream[at],
+        batch.shard[at],
+        [batch.eids[i] for i in picks],
+        [batch.keys[i] for i in picks],
+        batch.ts[at],
+        batch.event_ids[at],
+        {c: v[at] for c, v in batch.values.items()},
+        [batch.rows[i] for i in picks],
+        batch.major[at],
+        batch.minor[at],
+    )
