@@ -303,6 +303,7 @@ class _LastN(_Feature):
         return out
 
     def load(self, row: int, state: Any) -> None:
+        state = state[: self.size]  # newest first: a longer list (another n) keeps its newest
         self.n[row] = len(state)
         self.k[row] = len(state)
         for j, (t, e, v) in enumerate(state):

@@ -315,3 +315,12 @@ def test_stddev_over_two_batches_is_view_tilers(dtype: str) -> None:
     )
     assert tile == reference
     assert Stddev().finalize(tile["sd"]) == pytest.approx(math.sqrt(32 / 7))
+
+
+def test_a_last_n_state_longer_than_n_loads_its_newest_n() -> None:
+    feature = CompiledFeature.of(Feature("l", "last_n", "x", 60, 10, 2))
+    columns = TileColumns([feature], {"x": "int"})
+    columns.ensure(1)
+    held = [[9, "c", 3], [8, "b", 2], [7, "a", 1]]  # newest first, as stored
+    columns.load(rows_array([0]), [{"l": held}])
+    assert columns.states(rows_array([0])) == [{"l": held[:2]}]
