@@ -32,6 +32,18 @@ def _storage(dtype: str | None) -> Any:
     return object
 
 
+def grown(old: Array, capacity: int, fill: Any) -> Array:
+    """`old` extended to `capacity` entries, the new ones set to `fill`.
+
+    >>> grown(np.array([1, 2]), 4, -1).tolist()
+    [1, 2, -1, -1]
+    """
+    new = np.empty(capacity, dtype=old.dtype)
+    new[: len(old)] = old
+    new[len(old) :] = fill
+    return new
+
+
 def _group_edges(rows: Array) -> Array:
     """For sorted `rows`: True where a new row starts."""
     edges = np.ones(len(rows), dtype=bool)
@@ -61,11 +73,7 @@ class _Feature:
 
     def grow(self, capacity: int) -> None:
         for name in self.columns():
-            old = getattr(self, name)
-            new = np.empty(capacity, dtype=old.dtype)
-            new[: len(old)] = old
-            new[len(old) :] = self.empty_value(name)
-            setattr(self, name, new)
+            setattr(self, name, grown(getattr(self, name), capacity, self.empty_value(name)))
 
     def clear(self, rows: Array) -> None:
         for name in self.columns():

@@ -54,14 +54,8 @@ def batch_of(parts: list[tuple[TileInput, list[Any]]], columns: Iterable[str]) -
     sizes = [len(found) for _, found in parts]
     events = [e[2] for e in entries]
     n = len(entries)
-    event_ids = np.empty(n, dtype=object)
-    event_ids[:] = [ev.eid for ev in events]
     rows = [ev.row for ev in events]
-    values = {}
-    for c in columns:
-        column = np.empty(n, dtype=object)
-        column[:] = [row.get(c) for row in rows]
-        values[c] = column
+    values = {c: objects([row.get(c) for row in rows]) for c in columns}
     return Batch(
         streams=streams,
         stream=np.repeat(np.array([number[inp.part] for inp, _ in parts], np.int64), sizes),
@@ -69,7 +63,7 @@ def batch_of(parts: list[tuple[TileInput, list[Any]]], columns: Iterable[str]) -
         eids=[e[0] for e in entries],
         keys=[e[1] for e in entries],
         ts=np.fromiter((ev.ts for ev in events), np.int64, n),
-        event_ids=event_ids,
+        event_ids=objects([ev.eid for ev in events]),
         values=values,
         rows=rows,
         major=np.fromiter((e[3][0] for e in entries), np.int64, n),
@@ -78,13 +72,10 @@ def batch_of(parts: list[tuple[TileInput, list[Any]]], columns: Iterable[str]) -
 
 
 def objects(values: list[Any]) -> Array:
+    """A 1-d object array of `values` (`np.array` would nest lists and tuples)."""
     out = np.empty(len(values), dtype=object)
     out[:] = values
     return out
-
-
-def empty_reply(reply: Any) -> bool:
-    return not reply
 
 
 def select(batch: Batch, keep: Array) -> Batch:

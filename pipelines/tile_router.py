@@ -21,6 +21,12 @@ TILE_SHARDS = 16  # Bytewax state keys of the tiles step (its state is small: sa
 _SAME_SHARDS = TILE_SHARDS == LEDGER_SHARDS
 
 
+def shard_of_entity(eid: str) -> int:
+    """The tile shard of an entity id: crc32 (stable across processes). A view keyed like
+    its source gets the same shard as its ledger shard (`decoding.shard_of`)."""
+    return zlib.crc32(eid.encode()) % TILE_SHARDS
+
+
 class TileRouter:
     """The `route` step: an accepted batch → one `TileInput` per tile shard it touches."""
 
@@ -36,7 +42,7 @@ class TileRouter:
         for route in source_plan.views:
             by_keys.setdefault(route.join_keys, []).append(route.view.name)
         shards: dict[int, TileInput] = {}
-        crc32, entity_id = zlib.crc32, layout.entity_id
+        entity_id = layout.entity_id
         positions = batch.positions
         source_key = source_plan.source.key
         # Positions only grow within one origin partition *and* one ledger shard (shards
@@ -63,7 +69,7 @@ class TileRouter:
                 if None in values:
                     continue  # an entity needs every join key
                 eid = entity_id(values)
-                shard = crc32(eid.encode()) % TILE_SHARDS
+                shard = shard_of_entity(eid)
                 found = per_shard.get(shard)
                 if found is None:
                     found = per_shard[shard] = []

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from features.column_states import grown
 from features.tile_columns import TileColumns
 from features.tiles import CompiledFeature
 
@@ -28,7 +29,6 @@ class TileSlots:
         self.buckets: dict[int, dict[int, int]] = {}  # tile start → entity → row
         self.free: list[int] = []
         self.used = 0  # rows ever handed out (the free ones included)
-        self.live = 0
         self.start_of = np.zeros(0, dtype=np.int64)  # row → its tile start
 
     def rows(self, ents: Array, starts: Array) -> Array:
@@ -60,23 +60,15 @@ class TileSlots:
         self.used += count - reuse
         self.columns.ensure(self.used)
         if self.used > len(self.start_of):
-            grown = np.zeros(self.columns.capacity, dtype=np.int64)
-            grown[: len(self.start_of)] = self.start_of
-            self.start_of = grown
+            self.start_of = grown(self.start_of, self.columns.capacity, 0)
         taken = np.concatenate([np.array(rows, dtype=np.int64), fresh])
         self.start_of[taken] = start
-        self.live += count
         return taken
 
     def _release(self, rows: list[int]) -> None:
         if rows:
             self.columns.clear(np.array(rows, dtype=np.int64))
             self.free += rows
-            self.live -= len(rows)
-
-    def oldest(self) -> int | None:
-        """The earliest tile start held (None: no tile)."""
-        return min(self.buckets) if self.buckets else None
 
     def drop_before(self, cutoff: int) -> list[tuple[int, list[int]]]:
         """Drop every tile starting before `cutoff`; returns `(start, entities)` dropped."""

@@ -14,6 +14,7 @@ import orjson
 import pyarrow as pa
 
 from pipelines.sinks import tile_commands as cmd
+from pipelines.sinks.redis_tiles import bulk
 from pipelines.tile_batches import Changes
 
 if TYPE_CHECKING:
@@ -47,9 +48,10 @@ def encode_changes(view: ViewTiles, changes: Changes) -> tuple[list[cmd.Parts], 
         fields += np.bincount(owner, minlength=len(ents))
     heads = pa.array([view.heads[e] for e in ents.tolist()], pa.binary())
     meta = cmd.meta_fields(heads, view.max_ts[ents], view.folded[ents])
-    pend = view.stored_pending[ents].copy()
+    holds = np.zeros(len(ents), dtype=bool)
     if view.pending:
-        pend |= np.fromiter(map(view.pending.__contains__, ents.tolist()), bool, len(ents))
+        holds = np.fromiter(map(view.pending.__contains__, ents.tolist()), bool, len(ents))
+    pend = view.stored_pending[ents] | holds
     if pend.any():
         with_p = np.flatnonzero(pend)
         texts = [
@@ -60,9 +62,7 @@ def encode_changes(view: ViewTiles, changes: Changes) -> tuple[list[cmd.Parts], 
             meta[i] += text
         meta = pa.array(meta, pa.binary())
         fields[with_p] += 1
-        view.stored_pending[ents] = np.fromiter(
-            map(view.pending.__contains__, ents.tolist()), bool, len(ents)
-        )
+        view.stored_pending[ents] = holds
     parts.append(cmd.Parts(meta, np.arange(len(ents)), cmd.META))
     parts.append(cmd.Parts(cmd.headers(keys, fields), np.arange(len(ents)), cmd.HEADER))
     count = len(ents)
@@ -101,7 +101,5 @@ def _mark_pairs(
         pair = marked * len(streams) + stream
         last = len(pair) - 1 - np.unique(pair[::-1], return_index=True)[1]
         stream, marked, major, minor = stream[last], marked[last], major[last], minor[last]
-    for name in streams:
-        view._marks_of(name)
-    bulks = pa.array([view.mark_names[name] for name in streams], pa.binary())
+    bulks = pa.array([bulk(f"o:{name}".encode()) for name in streams], pa.binary())
     return bulks.take(pa.array(stream)), marked, major, minor

@@ -20,7 +20,6 @@ entities of the shard with events later than the clock.
 from __future__ import annotations
 
 import pickle
-import zlib
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -37,7 +36,7 @@ from pipelines.sinks.redis_bulk import fetch_raw, pack_one
 from pipelines.sinks.redis_writer import TileConnection, connection_for
 from pipelines.stats import StatsWriter
 from pipelines.tile_batches import Batch, Changes, batch_of
-from pipelines.tile_router import TILE_SHARDS
+from pipelines.tile_router import shard_of_entity
 from pipelines.view_tiles import NONE, ViewTiles
 
 if TYPE_CHECKING:
@@ -46,11 +45,6 @@ if TYPE_CHECKING:
 SWEEP_US = 300 * US_PER_S
 FLUSH_EVENTS = 2000  # queued events that make a shard's call fold the worker's queue at once
 Pending = dict[tuple[str, str], tuple[Any, ...]]  # (view, entity) → join-key values
-
-
-def shard_of_entity(eid: str) -> int:
-    """The tile shard of an entity id (the router's rule, also for source-keyed views)."""
-    return zlib.crc32(eid.encode()) % TILE_SHARDS
 
 
 class TileEngine:
@@ -72,7 +66,6 @@ class TileEngine:
         self.writer = writer
         self.stats = StatsWriter(client, project)
         self.views: dict[str, ViewTiles] = {}
-        self.versions: dict[str, str] = {}
         self.queue: list[TileInput] = []
         self.queued = 0
         self.limit = 0  # cached (view, entity) pairs allowed (the shards' limits summed)
@@ -152,9 +145,8 @@ class TileEngine:
         """Forget the cache of views that changed or disappeared; start new views empty."""
         for name in list(self.views):
             route = plan.views.get(name)
-            if route is None or route.version != self.versions.get(name):
+            if route is None or route.version != self.views[name].route.version:
                 del self.views[name]
-                self.versions.pop(name, None)
                 self.restored = {k: v for k, v in self.restored.items() if k[0] != name}
                 self.dropped = True
         for name, route in plan.views.items():
@@ -162,7 +154,6 @@ class TileEngine:
                 source = plan.definitions.sources[route.view.source]
                 dtypes = {c.name: c.dtype for c in source.schema}
                 self.views[name] = ViewTiles(self.project, route, dtypes)
-                self.versions[name] = route.version
 
     def _batches(self, inputs: list[TileInput]) -> list[tuple[str, ViewTiles, Batch]]:
         """The queued events as one batch of columns per group of views (views on the same
@@ -243,7 +234,7 @@ class TileEngine:
             if expired:
                 view.forget(expired)
                 self.dropped = True
-            commands += view.prune(now, slack=0)
+            commands += view.prune(now)
         return commands
 
     def _evict(self) -> None:

@@ -14,6 +14,7 @@ rule, applied to whole tile starts.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,13 +22,14 @@ import numpy as np
 import orjson
 
 from features import layout
+from features.column_states import grown
 from features.tiles import MIN_TS
 from pipelines.plan import ViewRoute
 from pipelines.records import Position
 from pipelines.sinks import tile_commands as cmd
 from pipelines.sinks.redis_bulk import pack_one
 from pipelines.sinks.redis_tiles import bulk, expiry_bucket_ms, meta_head
-from pipelines.tile_batches import Batch, Changes, empty_reply, objects, select
+from pipelines.tile_batches import Batch, Changes, objects, select
 from pipelines.tile_slots import TileSlots
 from pipelines.tile_writes import encode_changes
 
@@ -77,7 +79,6 @@ class ViewTiles:
         self.stored_pending = np.zeros(0, dtype=bool)
         self.pending: dict[int, list[list[Any]]] = {}
         self.marks: dict[str, tuple[Array, Array]] = {}
-        self.mark_names: dict[str, bytes] = {}
         self.stream_top: dict[str, Position] = {}
         self.migrations: list[bytes] = []  # commands to send before the next writes
         self.bucket_ms = expiry_bucket_ms(self.ttl)
@@ -94,11 +95,11 @@ class ViewTiles:
         for name, fill in _FILLS:
             self._grow_array(name, capacity, fill)
         for stream, (major, minor) in self.marks.items():
-            self.marks[stream] = (_grown(major, capacity, -1), _grown(minor, capacity, -1))
+            self.marks[stream] = (grown(major, capacity, -1), grown(minor, capacity, -1))
         self.capacity = capacity
 
     def _grow_array(self, name: str, capacity: int, fill: Any) -> None:
-        setattr(self, name, _grown(getattr(self, name), capacity, fill))
+        setattr(self, name, grown(getattr(self, name), capacity, fill))
 
     def add(self, eids: Sequence[str], keys: Sequence[tuple[Any, ...]], shards: Array) -> Array:
         """Cache new, empty entities (not in Redis, or to be replaced); returns their numbers."""
@@ -114,12 +115,10 @@ class ViewTiles:
         self.keys += [()] * grow
         self.key_bulk += [b""] * grow
         self.heads += [b""] * grow
-        prefix = f"rillet:{self.project}:{{"
-        suffix = f"}}:{self.route.view.name}"
-        version = self.route.version
+        project, view, version = self.project, self.route.view.name, self.route.version
         for ent, eid, key in zip(ents, eids, keys, strict=True):
             self.eids[ent], self.keys[ent] = eid, key
-            self.key_bulk[ent] = bulk(f"{prefix}{eid}{suffix}".encode())
+            self.key_bulk[ent] = bulk(layout.view_key(project, view, eid).encode())
             self.heads[ent] = meta_head(key, version)
         self.index.update(zip(eids, ents, strict=True))
         out = np.array(ents, dtype=np.int64)
@@ -153,7 +152,7 @@ class ViewTiles:
     ) -> None:
         """Cache entities from their `HGETALL` replies (RESP3 maps or RESP2 lists; empty: new)."""
         ents = self.add(eids, keys, shards)
-        empty = np.fromiter(map(empty_reply, replies), bool, len(replies))
+        empty = np.fromiter(map(operator.not_, replies), bool, len(replies))
         self.fresh[ents[empty]] = True
         for i in np.flatnonzero(~empty).tolist():
             self._load_one(int(ents[i]), replies[i])
@@ -208,7 +207,6 @@ class ViewTiles:
                 np.full(self.capacity, -1, dtype=np.int64),
                 np.full(self.capacity, -1, dtype=np.int64),
             )
-            self.mark_names[stream] = bulk(_MARK + stream.encode())
         return found
 
     # ------------------------------------------------------------------ applying
@@ -330,10 +328,8 @@ class ViewTiles:
             return
         ents = np.array(due_ents, dtype=np.int64)
         changes.ents.append(ents)
-        event_ids = np.empty(len(due_ids), dtype=object)
-        event_ids[:] = due_ids
         values = {c: objects([r.get(c) for r in due_rows]) for c in self.columns}
-        self._fold(ents, np.array(due_ts, dtype=np.int64), event_ids, values, now, changes)
+        self._fold(ents, np.array(due_ts, dtype=np.int64), objects(due_ids), values, now, changes)
 
     def earliest_pending(self) -> int | None:
         """The earliest pending event time (None: nothing pending)."""
@@ -348,23 +344,16 @@ class ViewTiles:
 
     # ------------------------------------------------------------------ housekeeping
 
-    def prune(self, now: int, slack: int) -> list[bytes]:
-        """`HDEL`s of the tiles no window reads at any time from `now` on, once the oldest
-        has been unread for `slack` µs (so a sweep drops many at once); drops their rows."""
-        fields: dict[int, list[bytes]] = {}
+    def prune(self, now: int) -> list[bytes]:
+        """`HDEL`s (RESP) of the tiles no window reads at any time from `now` on, one per
+        entity; drops their rows."""
+        fields: dict[int, list[str]] = {}
         for g, slot in self.slots.items():
-            oldest = slot.oldest()
-            cutoff = now - self.horizon[g]
-            if oldest is None or oldest >= cutoff - slack:
-                continue
-            for start, ents in slot.drop_before(cutoff):
-                name = bulk(layout.tile_field((g, start)).encode())
+            for start, ents in slot.drop_before(now - self.horizon[g]):
+                name = layout.tile_field((g, start))
                 for ent in ents:
                     fields.setdefault(ent, []).append(name)
-        return [
-            b"*%d\r\n$4\r\nHDEL\r\n%b%b" % (len(names) + 2, self.key_bulk[ent], b"".join(names))
-            for ent, names in fields.items()
-        ]
+        return [pack_one(("HDEL", self.key_text(ent), *names)) for ent, names in fields.items()]
 
     def expired(self, now: int) -> list[int]:
         """Cached entities whose key has expired (newest event older than `ttl`), not pending."""
@@ -410,9 +399,3 @@ class ViewTiles:
     def pending_entities(self) -> list[tuple[str, tuple[Any, ...], int]]:
         """(entity id, join-key values, tile shard) of the entities holding pending events."""
         return [(self.eids[e] or "", self.keys[e], int(self.shard[e])) for e in self.pending]
-
-
-def _grown(old: Array, capacity: int, fill: Any) -> Array:
-    new = np.full(capacity, fill, dtype=old.dtype)
-    new[: len(old)] = old
-    return new

@@ -30,7 +30,8 @@ from features.tiles import EntityTiles, ViewTiler
 from pipelines.plan import PlanSource
 from pipelines.records import Position, TileInput
 from pipelines.sinks.redis_writer import TileConnection
-from pipelines.tiling import SWEEP_US, TileEngine, TileShard, shard_of_entity
+from pipelines.tile_router import shard_of_entity
+from pipelines.tiling import SWEEP_US, TileEngine, TileShard
 from tests.features import bruteforce
 from tests.features.strategies import (
     FUNCTION_COLUMNS,
