@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.aggregations import Count, First, Last, LastN, Max, Mean, Min, Stddev, Sum
-from features.json_columns import join_present, texts, triple
+from features.json_columns import Piece, join_present, texts, triple, triple_pieces
 from features.tiles import CompiledFeature
 
 Array = np.ndarray[Any, Any]
@@ -89,7 +89,12 @@ class _Feature:
         self.n[row] = state
 
     def encode(self, rows: Array) -> pa.Array:
-        return texts(self.n[rows])
+        """Each row's state as JSON text (as `orjson.dumps(self.state(row))` writes it)."""
+        return _join(*self.pieces(rows), b"")
+
+    def pieces(self, rows: Array) -> list[Piece]:
+        """The pieces whose row-wise concatenation is `encode(rows)` (to join with more)."""
+        return [texts(self.n[rows])]
 
 
 class _Sum(_Feature):
@@ -131,8 +136,8 @@ class _Sum(_Feature):
             self.s = self.s.astype(object)
         self.s[row] = total
 
-    def encode(self, rows: Array) -> pa.Array:
-        return texts(self.s[rows])
+    def pieces(self, rows: Array) -> list[Piece]:
+        return [texts(self.s[rows])]
 
 
 class _Mean(_Sum):
@@ -143,8 +148,8 @@ class _Mean(_Sum):
         self.n[row] = state[0]
         self._set_sum(row, state[1])
 
-    def encode(self, rows: Array) -> pa.Array:
-        return _join(b"[", texts(self.n[rows]), b",", texts(self.s[rows]), b"]", b"")
+    def pieces(self, rows: Array) -> list[Piece]:
+        return [b"[", texts(self.n[rows]), b",", texts(self.s[rows]), b"]"]
 
 
 class _Extreme(_Feature):
@@ -187,8 +192,8 @@ class _Extreme(_Feature):
         self.n[row] = 1
         self.v[row] = state
 
-    def encode(self, rows: Array) -> pa.Array:
-        return texts(self.v[rows])
+    def pieces(self, rows: Array) -> list[Piece]:
+        return [texts(self.v[rows])]
 
 
 class _Ordered(_Feature):
@@ -239,8 +244,8 @@ class _Ordered(_Feature):
         self.n[row] = 1
         self.ts[row], self.e[row], self.v[row] = state
 
-    def encode(self, rows: Array) -> pa.Array:
-        return triple(self.ts[rows], self.e[rows], self.v[rows])
+    def pieces(self, rows: Array) -> list[Piece]:
+        return triple_pieces(self.ts[rows], self.e[rows], self.v[rows])
 
 
 class _LastN(_Feature):
@@ -318,7 +323,7 @@ class _LastN(_Feature):
             getattr(self, f"ts{j}")[row], getattr(self, f"e{j}")[row] = t, e
             getattr(self, f"v{j}")[row] = v
 
-    def encode(self, rows: Array) -> pa.Array:
+    def pieces(self, rows: Array) -> list[Piece]:
         k = pa.array(self.k[rows])
         items = []
         for j in range(self.size):
@@ -327,7 +332,7 @@ class _LastN(_Feature):
                 getattr(self, f"v{j}")[rows],
             )  # fmt: skip
             items.append(pc.if_else(pc.greater(k, j), entry, pa.scalar(None, pa.binary())))
-        return _join(b"[", join_present(items, b","), b"]", b"")
+        return [b"[", join_present(items, b","), b"]"]
 
 
 class _Stddev(_Feature):
@@ -366,8 +371,8 @@ class _Stddev(_Feature):
     def load(self, row: int, state: Any) -> None:
         self.n[row], self.mean[row], self.m2[row] = state
 
-    def encode(self, rows: Array) -> pa.Array:
-        return triple(self.n[rows], self.mean[rows], self.m2[rows])
+    def pieces(self, rows: Array) -> list[Piece]:
+        return triple_pieces(self.n[rows], self.mean[rows], self.m2[rows])
 
 
 def feature_columns(feature: CompiledFeature, dtype: str | None) -> _Feature:

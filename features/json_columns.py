@@ -1,9 +1,9 @@
 """Columns of values as JSON text, as orjson writes them, with pyarrow string kernels.
 
 The tiles step writes a batch's tile states as JSON without a Python call per value:
-numbers go through one `orjson.dumps` of the whole column, split on commas; other values
-(strings, event ids) one `orjson.dumps` each, in C; the pieces are joined row-wise by
-pyarrow.
+numbers go through Arrow casts; strings that need no escaping are quoted by a pyarrow
+join (the usual case: ids, names); other values go through `orjson.dumps` one by one, in
+C. The pieces are joined row-wise by pyarrow.
 
 >>> import numpy as np
 >>> triple(np.array([1, 2]), np.array(["a", "b"], object), np.array([0.5, 2.0])).to_pylist()
@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from functools import cache
+from typing import Any, TypeAlias
 
 import numpy as np
 import orjson
@@ -22,7 +23,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 Array = np.ndarray[Any, Any]
+# A part of a row-wise join: the same bytes for every row, or a column.
+Piece: TypeAlias = bytes | pa.Array
 _join = pc.binary_join_element_wise
+_STRINGS = {str, type(None)}
+SMALL = 4096  # ints below this are written by a lookup
+_ESCAPED = r'["\\\x00-\x1f]'  # what orjson escapes in a string: quote, backslash, controls
 
 
 def _dump(value: Any) -> bytes:
@@ -42,19 +48,58 @@ def texts(values: Array) -> pa.Array:
     """
     kind = values.dtype.kind
     if kind in "iu":
+        if len(values) and values.min() >= 0 and values.max() < SMALL:
+            return _small_ints().take(pa.array(values))  # counts, lengths: a lookup, not a cast
         return pc.cast(pa.array(values), pa.string()).cast(pa.binary())
     if kind == "f" and np.isfinite(values).all():
         text = pc.cast(pa.array(values), pa.string())
+        if not (np.trunc(values) == values).any():
+            return text.cast(pa.binary())  # no integral value: no `.0` to add
         integral = pc.match_substring_regex(text, r"^-?[0-9]+$")
         if pc.any(integral).as_py():
             text = pc.if_else(integral, pc.binary_join_element_wise(text, ".0", ""), text)
         return text.cast(pa.binary())
-    return pa.array(list(map(_dump, values.tolist())), pa.binary())
+    items = values.tolist()
+    if set(map(type, items)) <= _STRINGS:
+        quoted = _quoted(items)
+        if quoted is not None:
+            return quoted
+    try:
+        return pa.array(list(map(orjson.dumps, items)), pa.binary())
+    except TypeError:  # an int beyond 64 bits, or a string orjson refuses
+        return pa.array(list(map(_dump, items)), pa.binary())
+
+
+@cache
+def _small_ints() -> pa.Array:
+    """The text of each int in `range(SMALL)`, to take from."""
+    return pa.array([str(i).encode() for i in range(SMALL)], pa.binary())
+
+
+def _quoted(items: list[str | None]) -> pa.Array | None:
+    """Strings (or None) as orjson writes them, when none needs an escape; else None.
+
+    >>> _quoted(["a", None, "é"]).to_pylist(), _quoted(['say "hi"'])
+    ([b'"a"', b'null', b'"\xc3\xa9"'], None)
+    """
+    try:
+        strings = pa.array(items, pa.string())
+    except (UnicodeEncodeError, pa.ArrowException):  # a lone surrogate: orjson decides
+        return None
+    if pc.any(pc.match_substring_regex(strings, _ESCAPED)).as_py():
+        return None
+    quoted = _join(b'"', strings.cast(pa.binary()), b'"', b"")
+    return pc.fill_null(quoted, b"null") if strings.null_count else quoted
 
 
 def triple(a: Array, b: Array, c: Array) -> pa.Array:
     """`[a,b,c]` per row, as JSON text."""
-    return _join(b"[", texts(a), b",", texts(b), b",", texts(c), b"]", b"")
+    return _join(*triple_pieces(a, b, c), b"")
+
+
+def triple_pieces(a: Array, b: Array, c: Array) -> list[Piece]:
+    """The pieces whose row-wise concatenation is `triple(a, b, c)` (to join with more)."""
+    return [b"[", texts(a), b",", texts(b), b",", texts(c), b"]"]
 
 
 def join_present(parts: Sequence[pa.Array], separator: bytes) -> pa.Array:

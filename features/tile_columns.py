@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.column_states import feature_columns
-from features.json_columns import join_present
+from features.json_columns import Piece, join_present
 from features.tiles import CompiledFeature
 
 Array = np.ndarray[Any, Any]
@@ -103,27 +103,32 @@ class TileColumns:
                     feature.load(row, state)
 
     def encode(self, rows: Array) -> pa.Array:
-        """Each row's tile as JSON text (what `orjson.dumps(states)` gives, key order aside).
+        """Each row's tile as JSON text (what `orjson.dumps(states)` gives, key order aside)."""
+        return _join(*self.pieces(rows), b"")
 
-        Features every row holds are joined in one call; the others only where held.
+    def pieces(self, rows: Array) -> list[Piece]:
+        """The pieces whose row-wise concatenation is `encode(rows)`, for a caller to join
+        with its own parts in one pass (every join copies every row's bytes once).
+
+        Features every row holds are pieces of their own; the others are joined where held.
         """
-        always: list[Any] = []
+        always: list[Piece] = []
         some = []
         none = pa.scalar(None, pa.binary())
         for feature, label in self.names:
             held = feature.n[rows] > 0
             if held.all():
-                always += [b"," if always else b"{", label, feature.encode(rows)]
+                always += [b"," if always else b"{", label, *feature.pieces(rows)]
             elif held.any():
-                text = _join(label, feature.encode(rows), b"")
+                text = _join(label, *feature.pieces(rows), b"")
                 some.append(pc.if_else(pa.array(held), text, none))
         if not always and not some:
-            return pa.array([b"{}"] * len(rows), pa.binary())
+            return [pa.array([b"{}"] * len(rows), pa.binary())]
         if not some:
-            return _join(*always, b"}", b"")
+            return [*always, b"}"]
         rest = join_present(some, b",")
         if not always:
-            return _join(b"{", rest, b"}", b"")
+            return [b"{", rest, b"}"]
         # `rest` is "" where a row holds none of the other features: no comma then.
         comma = pc.if_else(pc.equal(pc.binary_length(rest), 0), b"", b",")
-        return _join(*always, comma, rest, b"}", b"")
+        return [*always, comma, rest, b"}"]

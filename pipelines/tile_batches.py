@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import chain, repeat
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import numpy as np
@@ -47,28 +49,37 @@ class Changes:
 
 
 def batch_of(parts: list[tuple[TileInput, list[Any]]], columns: Iterable[str]) -> Batch:
-    """Several inputs' events for one group of views, as the columns a fold takes."""
+    """Several inputs' events for one group of views, as the columns a fold takes.
+
+    Every per-event pass is a `map` of a C getter: this runs for every event of a flush.
+    """
     streams = list(dict.fromkeys(inp.part for inp, _ in parts))
     number = {name: i for i, name in enumerate(streams)}
     entries = [e for _, found in parts for e in found] if len(parts) > 1 else parts[0][1]
     sizes = [len(found) for _, found in parts]
-    events = [e[2] for e in entries]
+    events = list(map(_EVENT, entries))
     n = len(entries)
-    rows = [ev.row for ev in events]
-    values = {c: objects([row.get(c) for row in rows]) for c in columns}
+    rows = list(map(_ROW, events))
+    values = {c: objects(list(map(dict.get, rows, repeat(c, n)))) for c in columns}
+    positions = np.fromiter(chain.from_iterable(map(_POSITION, entries)), np.int64, 2 * n)
     return Batch(
         streams=streams,
         stream=np.repeat(np.array([number[inp.part] for inp, _ in parts], np.int64), sizes),
         shard=np.repeat(np.array([inp.shard for inp, _ in parts], np.int64), sizes),
-        eids=[e[0] for e in entries],
-        keys=[e[1] for e in entries],
-        ts=np.fromiter((ev.ts for ev in events), np.int64, n),
-        event_ids=objects([ev.eid for ev in events]),
+        eids=list(map(_EID, entries)),
+        keys=list(map(_KEYS, entries)),
+        ts=np.fromiter(map(_TS, events), np.int64, n),
+        event_ids=objects(list(map(_EVENT_ID, events))),
         values=values,
         rows=rows,
-        major=np.fromiter((e[3][0] for e in entries), np.int64, n),
-        minor=np.fromiter((e[3][1] for e in entries), np.int64, n),
+        major=positions[0::2],
+        minor=positions[1::2],
     )
+
+
+# A `TileInput` entry is (entity id, join-key values, event, (major, minor) position).
+_EID, _KEYS, _EVENT, _POSITION = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(3)
+_ROW, _TS, _EVENT_ID = attrgetter("row"), attrgetter("ts"), attrgetter("eid")
 
 
 def objects(values: list[Any]) -> Array:

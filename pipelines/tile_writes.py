@@ -29,7 +29,8 @@ def encode_changes(view: ViewTiles, changes: Changes) -> tuple[list[cmd.Parts], 
     if not changes.ents:
         return [], 0, []
     ents = np.unique(np.concatenate(changes.ents))
-    keys = pa.array([view.key_bulk[e] for e in ents.tolist()], pa.binary())
+    listed = ents.tolist()
+    keys = pa.array(list(map(view.key_bulk.__getitem__, listed)), pa.binary())
     parts: list[cmd.Parts] = []
     fields = np.ones(len(ents), dtype=np.int64)  # `m`
     for g, pairs in changes.tiles.items():
@@ -38,7 +39,7 @@ def encode_changes(view: ViewTiles, changes: Changes) -> tuple[list[cmd.Parts], 
         rows, first = np.unique(rows, return_index=True)
         owner = np.searchsorted(ents, owners[first])
         slot = view.slots[g]
-        data = cmd.tile_fields(g, slot.start_of[rows], slot.columns.encode(rows))
+        data = cmd.tile_fields(g, slot.start_of[rows], slot.columns.pieces(rows))
         parts.append(cmd.Parts(data, owner, cmd.FIELD))
         fields += np.bincount(owner, minlength=len(ents))
     if changes.marks:
@@ -46,7 +47,7 @@ def encode_changes(view: ViewTiles, changes: Changes) -> tuple[list[cmd.Parts], 
         owner = np.searchsorted(ents, marked)
         parts.append(cmd.Parts(cmd.mark_fields(names, major, minor), owner, cmd.MARK))
         fields += np.bincount(owner, minlength=len(ents))
-    heads = pa.array([view.heads[e] for e in ents.tolist()], pa.binary())
+    heads = pa.array(list(map(view.heads.__getitem__, listed)), pa.binary())
     meta = cmd.meta_fields(heads, view.max_ts[ents], view.folded[ents])
     holds = np.zeros(len(ents), dtype=bool)
     if view.pending:

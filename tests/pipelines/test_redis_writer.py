@@ -80,7 +80,7 @@ def test_column_built_tile_commands_are_the_commands_they_name(redis_client: red
     max_ts, folded = np.array([7, 1_795_716_070_000_000]), np.array([-5, 1_795_716_070_000_000])
     stream = pa.array([bulk(b"o:p0#1")] * 2, pa.binary())
     parts = [
-        cmd.Parts(cmd.tile_fields(g, starts, tiles), np.array([1, 0, 1]), cmd.FIELD),
+        cmd.Parts(cmd.tile_fields(g, starts, [tiles]), np.array([1, 0, 1]), cmd.FIELD),
         cmd.Parts(cmd.mark_fields(stream, np.array([1, 3]), np.array([2, 0])),
                   np.array([0, 1]), cmd.MARK),
         cmd.Parts(cmd.meta_fields(heads, max_ts, folded), np.array([0, 1]), cmd.META),

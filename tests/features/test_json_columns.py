@@ -1,0 +1,81 @@
+"""`json_columns.texts` writes each value as orjson does, whatever path it takes.
+
+The reference is one `orjson.dumps` per value (Python's `json` for the values orjson
+refuses: ints beyond 64 bits, strings with lone surrogates), independent of the Arrow
+casts and joins under test.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from features.json_columns import texts
+
+NO_DEADLINE = settings(deadline=None)  # the first call compiles regexes and builds tables
+
+
+def reference(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value).encode()
+
+
+def objects(items: list[Any]) -> np.ndarray[Any, Any]:
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out
+
+
+# Every code point, surrogates and controls included.
+ANY_TEXT = st.text(st.characters(codec=None, categories=None))
+# Few characters, each needing a different treatment: lists often hold one kind alone.
+FEW = st.text(
+    st.sampled_from(["a", "\u00e9", "\u2028", '"', "\\", "\x00", "\x1f", "\x7f", "\ud800"])
+)
+PLAIN_TEXT = st.text(st.characters(min_codepoint=0x20, exclude_characters='"\\'))
+
+
+@NO_DEADLINE
+@given(st.lists(st.none() | PLAIN_TEXT | ANY_TEXT | FEW, max_size=30))
+def test_strings_and_nulls_are_written_as_orjson_writes_them(items: list[str | None]) -> None:
+    assert texts(objects(items)).to_pylist() == [reference(v) for v in items]
+
+
+@NO_DEADLINE
+@given(st.lists(st.none() | PLAIN_TEXT, max_size=30))
+def test_strings_without_escapes_are_written_as_orjson_writes_them(items: list[Any]) -> None:
+    assert texts(objects(items)).to_pylist() == [reference(v) for v in items]
+
+
+@NO_DEADLINE
+@given(st.lists(st.integers() | st.booleans() | PLAIN_TEXT | st.none(), max_size=30))
+def test_mixed_objects_are_written_as_orjson_writes_them(items: list[Any]) -> None:
+    assert texts(objects(items)).to_pylist() == [reference(v) for v in items]
+
+
+@NO_DEADLINE
+@given(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=1, max_size=30))
+def test_ints_are_written_as_orjson_writes_them(items: list[int]) -> None:
+    assert texts(np.array(items, dtype=np.int64)).to_pylist() == [reference(v) for v in items]
+
+
+@NO_DEADLINE
+@given(
+    st.lists(
+        st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**53), 2**53).map(float),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_finite_floats_read_back_exactly_as_floats(items: list[float]) -> None:
+    written = texts(np.array(items, dtype=np.float64)).to_pylist()
+    back = [orjson.loads(text) for text in written]
+    assert all(type(v) is float for v in back)
+    assert back == items
