@@ -218,7 +218,12 @@ class _Ordered(_Feature):
         arrival = np.arange(len(rows))
         # Per row, the winner among the batch: the latest (earliest) (ts, eid); of equal
         # keys the first to arrive, as `update` keeps its state on a tie.
-        order = np.lexsort((-arrival if self.latest else arrival, _ranks(eids), ts, rows))
+        arrived = -arrival if self.latest else arrival
+        order = np.lexsort((arrived, ts, rows))
+        sorted_rows, sorted_ts = rows[order], ts[order]
+        if ((sorted_rows[1:] == sorted_rows[:-1]) & (sorted_ts[1:] == sorted_ts[:-1])).any():
+            # Equal (row, ts) pairs: only then do event ids decide (ranking them sorts text).
+            order = np.lexsort((arrived, _ranks(eids), ts, rows))
         ends = _group_edges(rows[order])
         if self.latest:
             ends = np.append(ends[1:], True)

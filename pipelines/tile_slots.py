@@ -9,6 +9,8 @@ and a whole start is dropped at once when no window reads it any more.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import compress, repeat
+from operator import is_
 from typing import Any
 
 import numpy as np
@@ -45,7 +47,7 @@ class TileSlots:
             keys = ents[at].tolist()
             found = list(map(bucket.get, keys))
             if None in found:
-                new = list(dict.fromkeys(k for k, f in zip(keys, found, strict=True) if f is None))
+                new = list(dict.fromkeys(compress(keys, map(is_, found, repeat(None)))))
                 bucket.update(zip(new, self._take(len(new), start).tolist(), strict=True))
                 found = list(map(bucket.__getitem__, keys))
             out[at] = found
