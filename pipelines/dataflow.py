@@ -104,6 +104,6 @@ def build_flow(
     op.stateful_batch(
         "tiles",
         routed,
-        shard_builder(plans, outputs.project, client, outputs.redis_url, per_shard),
+        shard_builder(plans, outputs.project, client, per_shard),
     )
     return flow

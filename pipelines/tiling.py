@@ -20,6 +20,7 @@ entities of the shard with events later than the clock.
 from __future__ import annotations
 
 import pickle
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -33,7 +34,7 @@ from pipelines.plan import Plan, PlanSource
 from pipelines.records import TileInput
 from pipelines.sinks import tile_commands
 from pipelines.sinks.redis_bulk import fetch_raw, pack_one
-from pipelines.sinks.redis_writer import TileConnection, connection_for
+from pipelines.sinks.redis_writer import TileConnection
 from pipelines.stats import StatsWriter
 from pipelines.tile_batches import Batch, Changes, batch_of
 from pipelines.tile_router import shard_of_entity
@@ -252,7 +253,7 @@ class TileEngine:
 
 
 def shard_builder(
-    plans: PlanSource, project: str, client: redis.Redis, redis_url: str, cache_limit: int
+    plans: PlanSource, project: str, client: redis.Redis, cache_limit: int
 ) -> Callable[[bytes | None], TileShard]:
     """The tiles step's logic builder for one flow: one engine per worker (thread), made
     when its first shard is built, so every run starts from Redis, never from a stale cache.
@@ -262,10 +263,12 @@ def shard_builder(
     engines: dict[int, TileEngine] = {}
 
     def build(resume: bytes | None) -> TileShard:
-        writer = connection_for(redis_url)
-        engine = engines.get(id(writer))
+        # Keyed by the OS thread, not a thread-local: with 2+ workers Bytewax gives a worker
+        # thread a new Python thread state per callback, and its thread-locals go with it.
+        thread = threading.get_ident()
+        engine = engines.get(thread)
         if engine is None:
-            engine = engines[id(writer)] = TileEngine(plans, project, client, writer)
+            engine = engines[thread] = TileEngine(plans, project, client, TileConnection(client))
         return TileShard(engine, resume, cache_limit)
 
     return build

@@ -6,7 +6,8 @@ the socket; the replies are collected later, when the step next talks to Redis. 
 write the step sends has a one-line reply (an integer or an error), so collecting them
 is counting newlines in C, not parsing replies in Python.
 
-One connection per worker thread keeps each worker's writes in order without locks.
+One connection per tiles engine (one engine per worker thread) keeps each worker's writes
+in order without locks.
 `drain()` waits for every reply and raises on any error. The tile step calls it in its
 Bytewax `snapshot()`, so an epoch is never committed before its tiles are in Redis, and
 before it re-reads an entity it had dropped from its cache, so no read is stale.
@@ -14,7 +15,6 @@ before it re-reads an entity it had dropped from its cache, so no read is stale.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -105,19 +105,3 @@ class TileConnection:
         self._conn = None
         self._unread = 0
         self._buffer = b""
-
-
-_LOCAL = threading.local()
-
-
-def connection_for(redis_url: str) -> TileConnection:
-    """This worker thread's tile connection to `redis_url`."""
-    import redis as redis_lib
-
-    conns: dict[str, TileConnection] | None = getattr(_LOCAL, "conns", None)
-    if conns is None:
-        conns = _LOCAL.conns = {}
-    conn = conns.get(redis_url)
-    if conn is None:
-        conn = conns[redis_url] = TileConnection(redis_lib.Redis.from_url(redis_url))
-    return conn

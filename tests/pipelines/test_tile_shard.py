@@ -176,3 +176,43 @@ def test_replay_marks_of_the_older_layout_survive_the_first_write(
     state = layout.decode_tiles(redis_client.hgetall(key))
     assert state is not None
     assert ViewTiler(_definitions().views["v"]).evaluate(state, now_us()) == {"n_1h": 3}
+
+
+def test_each_worker_thread_has_one_engine_for_all_its_shards(redis_client: redis.Redis) -> None:
+    """With two workers, Bytewax builds a worker's shard logics in several callbacks, each
+    with a fresh Python thread state; they must still share the worker's one engine (each
+    engine flushes its own queue, so more engines per worker mean more, smaller flushes)."""
+    import threading
+
+    import bytewax.operators as op
+    from bytewax.dataflow import Dataflow
+    from bytewax.operators import StatefulBatchLogic
+    from bytewax.testing import TestingSource, cluster_main
+
+    from pipelines.tiling import shard_builder
+
+    build = shard_builder(PlanSource(_definitions()), PROJECT, redis_client, 1000)
+    built: list[tuple[int, int]] = []
+
+    class Built(StatefulBatchLogic[str, Any, bytes]):
+        """Builds the step's logic for its key as the tiles step does, and records it."""
+
+        def __init__(self, resume: bytes | None) -> None:
+            shard = build(resume)
+            built.append((threading.get_ident(), id(shard.engine)))
+
+        def on_batch(self, values: list[str]) -> tuple[list[Any], bool]:
+            return [], StatefulBatchLogic.RETAIN
+
+        def snapshot(self) -> bytes:
+            return b""
+
+    flow = Dataflow("engines")
+    keys = op.input("in", flow, TestingSource([f"{i:02d}" for i in range(16)], batch_size=1))
+    tiles = op.stateful_batch("tiles", op.key_on("key", keys, lambda k: k), Built)
+    op.inspect("done", tiles, lambda *_: None)
+    cluster_main(flow, [], 0, worker_count_per_proc=2)
+    threads = {thread for thread, _ in built}
+    assert len(built) == 16
+    assert len(threads) == 2
+    assert len({engine for _, engine in built}) == len(threads)
