@@ -37,7 +37,7 @@ class KeyLedger:
     prune_at: int = 64
 
     def judge(self, ts: int, eid: Any, lateness: int) -> Verdict:
-        """Judge one event and, if accepted, remember it."""
+        """Judge one event and, if accepted, remember it (the rule `judge_events` inlines)."""
         if self.max_ts is not None and ts < self.max_ts - lateness:
             return LATE
         if eid in self.seen:
@@ -83,17 +83,28 @@ def judge_events(
     """
     accepted: list[int] = []
     late: list[int] = []
-    get = ledgers.get
+    accept, reject_late, get = accepted.append, late.append, ledgers.get
+    # `KeyLedger.judge` inlined (the hot loop of the judge step): keep the two in step.
     for i, event in enumerate(events):
         key = event.key
         ledger = get(key)
         if ledger is None:
             ledger = ledgers[key] = KeyLedger()
-        verdict = ledger.judge(event.ts, event.eid, lateness)
-        if verdict is ACCEPT:
-            accepted.append(i)
-        elif verdict is LATE:
-            late.append(i)
+        ts = event.ts
+        top = ledger.max_ts
+        if top is not None and ts < top - lateness:
+            reject_late(i)
+            continue
+        seen = ledger.seen
+        eid = event.eid
+        if eid in seen:
+            continue
+        seen[eid] = ts
+        if top is None or ts > top:
+            ledger.max_ts = ts
+        if len(seen) > ledger.prune_at:
+            ledger._prune(lateness)
+        accept(i)
     return accepted, late
 
 

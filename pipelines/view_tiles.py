@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Mapping, Sequence
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -82,6 +83,8 @@ class ViewTiles:
         self.stream_top: dict[str, Position] = {}
         self.migrations: list[bytes] = []  # commands to send before the next writes
         self.bucket_ms = expiry_bucket_ms(self.ttl)
+        # `missing`'s last lookup (entity ids, their numbers or -1), for `apply`.
+        self._looked: tuple[Sequence[str], Array] | None = None
 
     # ------------------------------------------------------------------ entities
 
@@ -120,7 +123,10 @@ class ViewTiles:
             self.eids[ent], self.keys[ent] = eid, key
             self.key_bulk[ent] = bulk(layout.view_key(project, view, eid).encode())
             self.heads[ent] = meta_head(key, version)
+        cached = len(self.index)
         self.index.update(zip(eids, ents, strict=True))
+        if len(self.index) != cached + n:
+            self._looked = None  # an entity was replaced: its looked-up number is stale
         out = np.array(ents, dtype=np.int64)
         self.shard[out] = shards
         return out
@@ -130,18 +136,32 @@ class ViewTiles:
         return layout.view_key(self.project, self.route.view.name, self.eids[ent] or "")
 
     def missing(self, eids: Sequence[str]) -> list[int]:
-        """Positions in `eids` of entities not cached (first occurrence of each)."""
-        index = self.index
-        found = list(map(index.get, eids))
-        if None not in found:
+        """Positions in `eids` of entities not cached (first occurrence of each).
+
+        Keeps the lookup for the `apply` of the same list (`_entities`), which then only
+        looks up the entities loaded in between.
+        """
+        found = np.fromiter(map(self.index.get, eids, repeat(-1)), np.int64, len(eids))
+        self._looked = (eids, found)
+        missed = np.flatnonzero(found < 0).tolist()
+        if not missed:
             return []
-        seen: set[str] = set()
-        out = []
-        for i, got in enumerate(found):
-            if got is None and eids[i] not in seen:
-                seen.add(eids[i])
-                out.append(i)
-        return out
+        names = [eids[i] for i in missed]
+        # A reversed pass leaves each name with its first position.
+        return sorted(dict(zip(reversed(names), reversed(missed), strict=True)).values())
+
+    def _entities(self, eids: Sequence[str]) -> Array:
+        """The numbers of cached entities, reusing `missing`'s lookup of the same list (it
+        is dropped by `forget` and by an `add` replacing a cached entity, and used once)."""
+        looked, self._looked = self._looked, None
+        if looked is None or looked[0] is not eids:
+            return np.fromiter(map(self.index.__getitem__, eids), np.int64, len(eids))
+        ents = looked[1]
+        loaded = np.flatnonzero(ents < 0).tolist()
+        if loaded:
+            index = self.index
+            ents[loaded] = [index[eids[i]] for i in loaded]
+        return ents
 
     def load(
         self,
@@ -213,7 +233,7 @@ class ViewTiles:
 
     def apply(self, batch: Batch, now: int, changes: Changes, flush: int) -> int:
         """Apply a batch (entities cached); returns the newest event time applied (or NONE)."""
-        ents = np.fromiter(map(self.index.__getitem__, batch.eids), np.int64, len(batch.eids))
+        ents = self._entities(batch.eids)
         keep = self._guard(batch, ents)
         if keep is not None:
             if not keep.any():
@@ -381,6 +401,7 @@ class ViewTiles:
         """Drop entities from the cache (Redis holds them)."""
         if not ents:
             return
+        self._looked = None  # numbers are freed, then reused
         for slot in self.slots.values():
             slot.forget(ents)
         at = np.array(ents, dtype=np.int64)

@@ -9,12 +9,22 @@ judged late before it could be mistaken for a new event.
 from __future__ import annotations
 
 import pickle
+from copy import deepcopy
+from dataclasses import dataclass
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.lateness import ACCEPT, DUPLICATE, LATE, KeyLedger, pack_ledgers, unpack_ledgers
+from features.lateness import (
+    ACCEPT,
+    DUPLICATE,
+    LATE,
+    KeyLedger,
+    judge_events,
+    pack_ledgers,
+    unpack_ledgers,
+)
 from tests.features.bruteforce import Event, judge_all
 from tests.features.strategies import event_ids
 
@@ -58,6 +68,51 @@ def test_verdicts_equal_the_rule_of_spec(order: list[Event], data: st.DataObject
     accepted = [e for e, v in zip(order, verdicts, strict=True) if v == ACCEPT]
     assert len({e.eid for e in accepted}) == len(accepted)
     assert ledger.max_ts == max((e.ts for e in accepted), default=None)
+
+
+@dataclass(frozen=True)
+class Keyed:
+    """An event as `judge_events` reads it (`features.lateness.Judged`)."""
+
+    key: Any
+    ts: int
+    eid: Any
+
+
+@st.composite
+def keyed_streams(draw: st.DrawFn) -> tuple[list[Keyed], int]:
+    """A few keys' events interleaved, ids repeated across and within keys, times spread
+    a few lateness widths around each other (some in order with jitter), and a lateness."""
+    lateness = draw(st.integers(0, 12))
+    keys = st.sampled_from([("a",), ("b",), ("c", 1)])
+    jitter = st.integers(-2 * lateness - 2, 2 * lateness + 2)
+    drawn = draw(st.lists(st.tuples(keys, jitter, st.integers(0, 90)), max_size=200))
+    drift = draw(st.sampled_from([0, 4]))  # 4: drifting forward, the usual shape
+    events = [Keyed(k, t + (i // drift if drift else 0), e) for i, (k, t, e) in enumerate(drawn)]
+    return events, lateness
+
+
+@PROPERTY
+@given(stream=keyed_streams(), prune_at=st.integers(0, 80), started=st.sets(st.sampled_from("ab")))
+def test_judge_events_equals_judging_each_event(
+    stream: tuple[list[Keyed], int], prune_at: int, started: set[str]
+) -> None:
+    """The batch loop inlines `KeyLedger.judge`: same verdicts, same ledgers after, pruning
+    included (some keys start with a ledger of a low threshold, the rest fresh)."""
+    events, lateness = stream
+    start = {(k,): KeyLedger(prune_at=prune_at) for k in sorted(started)}
+    ledgers = deepcopy(start)
+    accepted, late = judge_events(ledgers, events, lateness)
+    reference = deepcopy(start)
+    verdicts = []
+    for e in events:
+        if e.key not in reference:
+            reference[e.key] = KeyLedger()
+        verdicts.append(reference[e.key].judge(e.ts, e.eid, lateness))
+    assert accepted == [i for i, v in enumerate(verdicts) if v == ACCEPT]
+    assert late == [i for i, v in enumerate(verdicts) if v == LATE]
+    assert list(ledgers) == list(reference)
+    assert ledgers == reference
 
 
 @settings(max_examples=25, deadline=None)
