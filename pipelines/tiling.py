@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     import redis
 
 SWEEP_US = 300 * US_PER_S
-FLUSH_EVENTS = 2000  # queued events that make a shard's call fold the worker's queue at once
+FLUSH_EVENTS = 4000  # queued events that make a shard's call fold the worker's queue at once
 Pending = dict[tuple[str, str], tuple[Any, ...]]  # (view, entity) → join-key values
 
 
