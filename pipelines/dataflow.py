@@ -16,6 +16,7 @@ orphans state, so never do.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from pipelines.decoding import Decoder
 from pipelines.judging import LedgerShard
 from pipelines.plan import PlanSource
 from pipelines.records import AcceptedBatch, Counts, DeadLetterBatch, LagReport, LogBatch
+from pipelines.shard_keys import BALANCED
 from pipelines.sinks.dead_letters import DeadLetterSink
 from pipelines.sinks.parquet_log import ParquetLogSink
 from pipelines.stats import StatsSink
@@ -65,14 +67,19 @@ def _is(kind: type) -> Any:
 
 
 def build_flow(
-    source: Source[Any], plans: PlanSource, outputs: Outputs, snapshots: bool
+    source: Source[Any],
+    plans: PlanSource,
+    outputs: Outputs,
+    snapshots: bool,
+    shard_keys: Sequence[str] = BALANCED,
 ) -> Dataflow:
-    """The whole pipeline reading `source`; `snapshots` is whether recovery is on."""
+    """The whole pipeline reading `source`; `snapshots` is whether recovery is on;
+    `shard_keys` are the Bytewax state keys of the 16 shards (`pipelines.shard_keys`)."""
     flow = Dataflow(FLOW_ID)
     raw = op.input("read", flow, source)
     lag = op.filter("lag", raw, _is(LagReport))
     batches = op.filter("batches", raw, lambda item: not isinstance(item, LagReport))
-    validated = op.flat_map("validate", batches, Decoder(plans))
+    validated = op.flat_map("validate", batches, Decoder(plans, shard_keys))
     invalid = op.filter("invalid", validated, _is(DeadLetterBatch))
     keyed = op.filter("valid", validated, _is(tuple))
     judged = op.key_rm(
@@ -100,7 +107,7 @@ def build_flow(
 
     client = redis.Redis.from_url(outputs.redis_url)  # thread-safe pool for the tile cache
     per_shard = max(1, outputs.tile_cache // TILE_SHARDS)
-    routed = op.flat_map("route", accepted, TileRouter(plans))
+    routed = op.flat_map("route", accepted, TileRouter(plans, shard_keys))
     op.stateful_batch(
         "tiles",
         routed,

@@ -20,6 +20,7 @@ from features import layout
 from features.model import Source
 from pipelines.plan import PlanSource
 from pipelines.records import DeadLetter, DeadLetterBatch, RawBatch, ShardBatch
+from pipelines.shard_keys import BALANCED
 from pipelines.sinks.parquet_log import columns_to_table
 
 log = logging.getLogger(__name__)
@@ -33,11 +34,6 @@ LATE_STAGE = "late"
 def shard_of(values: Any, shards: int) -> int:
     """The shard of a key tuple: crc32 of its entity id (stable across processes)."""
     return zlib.crc32(layout.entity_id(values).encode()) % shards
-
-
-def shard_name(shard: int) -> str:
-    """The Bytewax state key of a shard."""
-    return f"{shard:02d}"
 
 
 def _picker(rows: list[int]) -> Callable[[Sequence[Any]], list[Any]]:
@@ -56,8 +52,9 @@ class Decoder:
     decoder builds per batch out of the validator's typed columns.
     """
 
-    def __init__(self, plans: PlanSource) -> None:
+    def __init__(self, plans: PlanSource, shard_keys: Sequence[str] = BALANCED) -> None:
         self.plans = plans
+        self.shard_keys = shard_keys  # Bytewax state key of each ledger shard
         self._shards: dict[str, dict[tuple[Any, ...], int]] = {}  # per source: key → shard
 
     def __call__(self, batch: RawBatch) -> Iterator[Any]:
@@ -93,7 +90,7 @@ class Decoder:
         first = shards[0]
         if shards.count(first) == len(shards):
             yield (
-                shard_name(first),
+                self.shard_keys[first],
                 ShardBatch(
                     batch.source, batch.part, first, events, payloads, ingested, positions, table
                 ),
@@ -118,7 +115,7 @@ class Decoder:
                 table.slice(start, len(rows)),
             )
             start += len(rows)
-            yield (shard_name(shard), out)
+            yield (self.shard_keys[shard], out)
 
     def _shards_of(self, source: Source, keys: list[tuple[Any, ...]]) -> list[int]:
         """The ledger shard of each source key, remembered (`shard_of` costs ~0.6 µs).

@@ -4,7 +4,8 @@
 registry (re-read without restart); with none applied it falls back to the definitions
 directory, with a warning. Recovery is on by default: the recovery directory is created
 with `recovery_partitions` SQLite partitions the first time (that number is fixed forever
-and bounds the worker count).
+and bounds the worker count), and marked with the shard keys its state is stored under
+(`pipelines.shard_keys`: a directory made before the marker keeps its first keys).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 
 from features.errors import RilletError
 from features.model import Definitions
+from pipelines import shard_keys
 from pipelines.dataflow import Outputs, build_flow
 from pipelines.plan import Plan, PlanSource, RegistryPlanSource
 from pipelines.settings import PipelineSettings
@@ -106,13 +108,18 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def ensure_recovery_dir(directory: Path, partitions: int) -> None:
-    """Create the Bytewax recovery partitions once; an existing directory is kept as is."""
+def ensure_recovery_dir(directory: Path, partitions: int) -> tuple[str, ...]:
+    """Create the Bytewax recovery partitions once; an existing directory is kept as is.
+
+    Returns the shard keys its state is stored under (`pipelines.shard_keys`)."""
     if any(directory.glob("part-*.sqlite3")):
-        return
+        return shard_keys.store_keys(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    # The marker first: a process that finds the partitions must also find the marker.
+    keys = shard_keys.mark_store(directory)
     init_db_dir(directory, partitions)
     log.info("created the recovery directory", extra={"dir": str(directory), "parts": partitions})
+    return keys
 
 
 def tune_gc(full_every_s: float, freeze_every_s: float = 1.0) -> None:
@@ -159,6 +166,7 @@ def run_pipeline(
 
     workers = workers or settings.workers
     recovery_config = None
+    keys = shard_keys.BALANCED
     if recovery:
         if workers * max(1, len(addresses)) > settings.recovery_partitions:
             msg = (
@@ -166,14 +174,14 @@ def run_pipeline(
                 f"{settings.recovery_partitions}; use fewer workers or a new recovery dir"
             )
             raise RilletError(msg)
-        ensure_recovery_dir(settings.recovery_dir, settings.recovery_partitions)
+        keys = ensure_recovery_dir(settings.recovery_dir, settings.recovery_partitions)
         recovery_config = RecoveryConfig(str(settings.recovery_dir))
     tune_gc(settings.gc_full_hours * 3600)
     source = make_source(settings, plans, until_idle, files)
     outputs = Outputs(
         settings.redis_url, settings.project, settings.offline_root, settings.tile_cache_entities
     )
-    flow = build_flow(source, plans, outputs, snapshots=recovery)
+    flow = build_flow(source, plans, outputs, snapshots=recovery, shard_keys=keys)
     log.info(
         "pipeline starting",
         extra={

@@ -8,14 +8,15 @@ it needs; views on the same entity share one entry per event.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from operator import attrgetter
 from typing import Any
 
 from features import layout
-from pipelines.decoding import LEDGER_SHARDS, shard_name
+from pipelines.decoding import LEDGER_SHARDS
 from pipelines.plan import PlanSource
 from pipelines.records import AcceptedBatch, Position, TileInput
+from pipelines.shard_keys import BALANCED
 
 TILE_SHARDS = 16  # Bytewax state keys of the tiles step (its state is small: safe to change)
 # A view keyed like its source reuses the ledger shard, which hashes the same entity id.
@@ -32,8 +33,9 @@ def shard_of_entity(eid: str) -> int:
 class TileRouter:
     """The `route` step: an accepted batch → one `TileInput` per tile shard it touches."""
 
-    def __init__(self, plans: PlanSource) -> None:
+    def __init__(self, plans: PlanSource, shard_keys: Sequence[str] = BALANCED) -> None:
         self.plans = plans
+        self.shard_keys = shard_keys  # Bytewax state key of each tile shard
 
     def __call__(self, batch: AcceptedBatch) -> Iterator[tuple[str, TileInput]]:
         source_plan = self.plans.current().sources.get(batch.source)
@@ -83,4 +85,4 @@ class TileRouter:
                     inp = shards[shard] = TileInput(shard, stream, [])
                 inp.groups.append((group, found))
         for shard, inp in shards.items():
-            yield (shard_name(shard), inp)
+            yield (self.shard_keys[shard], inp)

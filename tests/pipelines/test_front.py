@@ -18,10 +18,11 @@ import redis
 from features import layout
 from features.durations import now_us
 from features.lateness import KeyLedger
-from pipelines.decoding import LEDGER_SHARDS, Decoder, shard_name, shard_of
+from pipelines.decoding import LEDGER_SHARDS, Decoder, shard_of
 from pipelines.judging import LedgerShard
 from pipelines.plan import PlanSource
 from pipelines.records import AcceptedBatch, Counts, DeadLetterBatch, RawBatch, ShardBatch
+from pipelines.shard_keys import BALANCED
 from pipelines.sinks.parquet_log import events_to_table
 from pipelines.sources.redis_streams import RedisStreamSource
 from tests.pipelines.scenario import PROJECT, definitions, generate
@@ -61,7 +62,7 @@ def test_decoder_splits_by_shard_in_order_with_each_shard_s_log_table() -> None:
             got = {e.index for _, b in shards for e in b.events}
             assert got == {e.index for e in events}
             for key, batch in shards:
-                assert isinstance(batch, ShardBatch) and key == shard_name(batch.shard)
+                assert isinstance(batch, ShardBatch) and key == BALANCED[batch.shard]
                 rows = [e.index for e in batch.events]
                 assert rows == sorted(rows)  # broker order within the shard
                 assert {shard_of(e.key, LEDGER_SHARDS) for e in batch.events} == {batch.shard}
