@@ -532,7 +532,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1, help="rounds of the throughput runs")
     parser.add_argument("--rate", type=int, nargs="+", default=[5000])
     parser.add_argument("--fresh-workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--seconds", type=float, default=30.0, help="freshness run; spans an epoch close (20 s)"
+    )
     parser.add_argument("--redis-url", default=None)
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-freshness", action="store_true")

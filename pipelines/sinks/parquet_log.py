@@ -35,6 +35,7 @@ ARROW_TYPES: dict[str, pa.DataType] = {
     "timestamp": TS_TYPE,
 }
 FLUSH_ROWS = 250_000  # flush a partition's buffer mid-epoch beyond this many rows
+COMPACT_TABLES = 256  # buffered tables of one source that are merged into one
 _FILE = re.compile(r"^(?P<writer>[^/]+)-(?P<seq>\d+)\.parquet$")
 
 
@@ -192,8 +193,13 @@ class _LogPartition(StatefulSinkPartition[Any, int]):
     def write_batch(self, values: list[Any]) -> None:
         for batch in values:
             if batch.table is not None and len(batch.table):
-                self.buffer.setdefault(batch.source, []).append(batch.table)
+                tables = self.buffer.setdefault(batch.source, [])
+                tables.append(batch.table)
                 self.rows += len(batch.table)
+                if len(tables) >= COMPACT_TABLES:
+                    # At a low rate the tables are a few rows each; thousands of chunks
+                    # make the epoch's write several times slower, and it stalls the flow.
+                    tables[:] = [pa.concat_tables(tables).combine_chunks()]
         if self.rows >= FLUSH_ROWS:
             self.flush()
 
@@ -201,7 +207,7 @@ class _LogPartition(StatefulSinkPartition[Any, int]):
         if not self.rows:
             return
         for source, tables in sorted(self.buffer.items()):
-            table = pa.concat_tables(tables)
+            table = pa.concat_tables(tables).combine_chunks()
             for day, part in sorted(split_by_date(table).items()):
                 path = log_dir(self.root, source) / f"date={day}" / file_name(self.writer, self.seq)
                 write_table_atomic(path, part)
