@@ -1,6 +1,6 @@
 """Benchmark of the stream pipeline: throughput, freshness and memory (issue 3).
 
-    python bench/ingest.py [--events 1000000] [--keys 100000] [--rate 5000] [--seconds 20]
+    python bench/ingest.py [--events 1000000] [--keys 100000] [--rate 5000] [--seconds 30]
 
 Starts a private redis-server unless `--redis-url` is given. Prints, all in one run so the
 figures share one machine state:
@@ -9,7 +9,8 @@ figures share one machine state:
    in Redis + Parquet log (recovery on), for 1 and 2 workers, next to a bare Bytewax flow
    that reads the same streams and discards them (the engine's own floor);
 2. peak RSS of the 1-worker run (`keys` entities × 3 views);
-3. freshness (event appended → its tiles visible in Redis) p50/p99 at a steady `rate`.
+3. freshness (event appended → its tiles visible in Redis) p50/p99 at a steady `rate`, over
+   `seconds` that span an epoch close (its snapshots and Parquet files run on the worker).
 
 Each pipeline run is a child process (`--child`), so its peak RSS is its own.
 """
