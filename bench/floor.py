@@ -38,11 +38,6 @@ _FIELD_NAMES: dict[Any, bytes] = {}  # tile key → its field name as a RESP bul
 _dumps = orjson.dumps
 
 
-def bulk(value: bytes) -> bytes:
-    """One RESP bulk string."""
-    return b"$%d\r\n%b\r\n" % (len(value), value)
-
-
 def tile_field(tile: Any) -> bytes:
     """The RESP bulk string of a tile's hash field name (`layout.tile_field`), cached."""
     name = _FIELD_NAMES.get(tile)
@@ -50,6 +45,7 @@ def tile_field(tile: Any) -> bytes:
         if len(_FIELD_NAMES) > 100_000:
             _FIELD_NAMES.clear()
         from features import layout
+        from pipelines.sinks.redis_tiles import bulk
 
         name = _FIELD_NAMES[tile] = bulk(layout.tile_field(tile).encode())
     return name
@@ -115,7 +111,7 @@ def child(stage: int, events_path: Path, redis_url: str) -> float:
     from features.durations import now_us
     from features.tiles import EntityTiles
     from pipelines.plan import PlanSource
-    from pipelines.sinks.redis_tiles import meta_head
+    from pipelines.sinks.redis_tiles import bulk, meta_head
     from pipelines.sinks.redis_writer import TileConnection
 
     payloads = events_path.read_bytes().split(b"\n")

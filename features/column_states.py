@@ -88,12 +88,9 @@ class _Feature:
     def load(self, row: int, state: Any) -> None:
         self.n[row] = state
 
-    def encode(self, rows: Array) -> pa.Array:
-        """Each row's state as JSON text (as `orjson.dumps(self.state(row))` writes it)."""
-        return _join(*self.pieces(rows), b"")
-
     def pieces(self, rows: Array) -> list[Piece]:
-        """The pieces whose row-wise concatenation is `encode(rows)` (to join with more)."""
+        """The pieces whose row-wise concatenation is each row's state as JSON text (as
+        `orjson.dumps(self.state(row))` writes it), for the caller's own join."""
         return [texts(self.n[rows])]
 
 

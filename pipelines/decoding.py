@@ -20,12 +20,12 @@ from features import layout
 from features.model import Source
 from pipelines.plan import PlanSource
 from pipelines.records import DeadLetter, DeadLetterBatch, RawBatch, ShardBatch
-from pipelines.shard_keys import BALANCED
+from pipelines.shard_keys import BALANCED, SHARDS
 from pipelines.sinks.parquet_log import columns_to_table
 
 log = logging.getLogger(__name__)
 
-LEDGER_SHARDS = 16  # part of the recovery state schema: never change on a live recovery dir
+LEDGER_SHARDS = SHARDS  # part of the recovery state schema (`pipelines.shard_keys`)
 SHARD_CACHE = 500_000  # source keys whose shard the decoder remembers (then starts over)
 SCHEMA_STAGE = "schema"
 LATE_STAGE = "late"

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-LEGACY = tuple(f"{i:02d}" for i in range(16))
+SHARDS = 16  # ledger and tile shards: recovery state, never change on a live recovery dir
+LEGACY = tuple(f"{i:02d}" for i in range(SHARDS))
 # Found by `balanced_key` (a search of ~1,700 names per shard); checked by the tests.
 BALANCED = (
     "00.1062", "01.2001", "02.207", "03.1767", "04.487", "05.1296", "06.2918", "07.910",
     "08.270", "09.289", "10.235", "11.3001", "12.1338", "13.584", "14.2087", "15.1853",
 )  # fmt: skip
 MARKER = "rillet-shard-keys"
+_BALANCED_MARK = "balanced"  # the marker's text for `BALANCED`
 _SPREAD = 1680  # lcm(1..8, 10, 12, 14, 15, 16): the worker counts BALANCED spreads evenly
 _M = (1 << 64) - 1
 
@@ -32,14 +34,14 @@ _M = (1 << 64) - 1
 def store_keys(directory: Path) -> tuple[str, ...]:
     """The shard keys of an existing recovery directory (its marker, or `LEGACY`)."""
     marker = directory / MARKER
-    if marker.exists() and marker.read_text().strip() == "balanced":
+    if marker.exists() and marker.read_text().strip() == _BALANCED_MARK:
         return BALANCED
     return LEGACY
 
 
 def mark_store(directory: Path) -> tuple[str, ...]:
     """Record in a new recovery directory that its shards use `BALANCED` keys."""
-    (directory / MARKER).write_text("balanced\n")
+    (directory / MARKER).write_text(_BALANCED_MARK + "\n")
     return BALANCED
 
 

@@ -90,6 +90,7 @@ def objects(values: list[Any]) -> Array:
 
 
 def select(batch: Batch, keep: Array) -> Batch:
+    """The events of `batch` where `keep` is true, in order."""
     at = np.flatnonzero(keep)
     picks = at.tolist()
     return Batch(

@@ -13,14 +13,11 @@ from operator import attrgetter
 from typing import Any
 
 from features import layout
-from pipelines.decoding import LEDGER_SHARDS
 from pipelines.plan import PlanSource
 from pipelines.records import AcceptedBatch, Position, TileInput
-from pipelines.shard_keys import BALANCED
+from pipelines.shard_keys import BALANCED, SHARDS
 
-TILE_SHARDS = 16  # Bytewax state keys of the tiles step (its state is small: safe to change)
-# A view keyed like its source reuses the ledger shard, which hashes the same entity id.
-_SAME_SHARDS = TILE_SHARDS == LEDGER_SHARDS
+TILE_SHARDS = SHARDS  # as many as ledger shards, under the same keys (`pipelines.shard_keys`)
 _KEY = attrgetter("key")
 
 
@@ -54,9 +51,10 @@ class TileRouter:
         stream = f"{batch.part}#{batch.shard}"
         for join_keys, names in by_keys.items():
             group = tuple(names)
-            if _SAME_SHARDS and join_keys == source_key:
-                # The entity is the source key: every event is in the ledger shard's tile
-                # shard already, and its key values are never null.
+            if join_keys == source_key:
+                # The entity is the source key: its tile shard is its ledger shard (the
+                # same crc32 of the same entity id, over as many shards), and its key values
+                # are never null.
                 # Built by C iterators, not a comprehension. No cache of entity ids: with
                 # 30k keys a probe of the large dict cost more than `entity_id` saves.
                 events = batch.events

@@ -51,7 +51,7 @@ def encode_changes(view: ViewTiles, changes: Changes) -> tuple[list[cmd.Parts], 
     meta = cmd.meta_fields(heads, view.max_ts[ents], view.folded[ents])
     holds = np.zeros(len(ents), dtype=bool)
     if view.pending:
-        holds = np.fromiter(map(view.pending.__contains__, ents.tolist()), bool, len(ents))
+        holds = np.fromiter(map(view.pending.__contains__, listed), bool, len(ents))
     pend = view.stored_pending[ents] | holds
     if pend.any():
         with_p = np.flatnonzero(pend)

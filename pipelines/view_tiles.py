@@ -96,13 +96,10 @@ class ViewTiles:
             return
         capacity = max(size, 2 * self.capacity, 1024)
         for name, fill in _FILLS:
-            self._grow_array(name, capacity, fill)
+            setattr(self, name, grown(getattr(self, name), capacity, fill))
         for stream, (major, minor) in self.marks.items():
             self.marks[stream] = (grown(major, capacity, -1), grown(minor, capacity, -1))
         self.capacity = capacity
-
-    def _grow_array(self, name: str, capacity: int, fill: Any) -> None:
-        setattr(self, name, grown(getattr(self, name), capacity, fill))
 
     def add(self, eids: Sequence[str], keys: Sequence[tuple[Any, ...]], shards: Array) -> Array:
         """Cache new, empty entities (not in Redis, or to be replaced); returns their numbers."""

@@ -6,11 +6,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.recovery import RecoveryConfig
 from bytewax.testing import cluster_main, run_main
 
 from pipelines.dataflow import Outputs, build_flow
 from pipelines.plan import PlanSource
+from pipelines.run import ensure_recovery_dir
+from pipelines.shard_keys import BALANCED
 from pipelines.sources.redis_streams import RedisStreamSource
 from tests.pipelines.scenario import PROJECT
 
@@ -31,13 +33,11 @@ def run_until_idle(
         redis_url, PROJECT, 4, plans, count=read_count, until_idle=True
     )
     outputs = Outputs(redis_url, PROJECT, root, tile_cache)
-    flow = build_flow(source, plans, outputs, snapshots=recovery_dir is not None)
-    recovery = None
+    recovery, keys = None, BALANCED
     if recovery_dir is not None:
-        if not any(recovery_dir.glob("part-*.sqlite3")):
-            recovery_dir.mkdir(parents=True, exist_ok=True)
-            init_db_dir(recovery_dir, 4)
+        keys = ensure_recovery_dir(recovery_dir, 4)
         recovery = RecoveryConfig(str(recovery_dir))
+    flow = build_flow(source, plans, outputs, snapshots=recovery is not None, shard_keys=keys)
     epoch = timedelta(seconds=1)
     if workers == 1:
         run_main(flow, epoch_interval=epoch, recovery_config=recovery)
