@@ -19,7 +19,6 @@ from features.json_columns import Piece, join_present, texts, triple, triple_pie
 from features.tiles import CompiledFeature
 
 Array = np.ndarray[Any, Any]
-_join = pc.binary_join_element_wise
 _INT_LIMIT = 2.0**62  # an int64 sum column switches to Python ints before it could wrap
 
 

@@ -1,9 +1,10 @@
 """Columns of values as JSON text, as orjson writes them, with pyarrow string kernels.
 
 The tiles step writes a batch's tile states as JSON without a Python call per value:
-numbers go through Arrow casts; strings that need no escaping are quoted by a pyarrow
-join (the usual case: ids, names); other values go through `orjson.dumps` one by one, in
-C. The pieces are joined row-wise by pyarrow.
+a column of floats or strings is dumped by orjson at once and split (a comma never occurs
+in a float's text; the split of strings is checked), ints go through a lookup or an Arrow
+cast, other values through `orjson.dumps` one by one, in C. The pieces are joined
+row-wise by pyarrow.
 
 >>> import numpy as np
 >>> triple(np.array([1, 2]), np.array(["a", "b"], object), np.array([0.5, 2.0])).to_pylist()
@@ -40,8 +41,8 @@ def _dump(value: Any) -> bytes:
 
 
 def texts(values: Array) -> pa.Array:
-    """The JSON text of each value: numbers as shortest round-trip text, integral floats
-    with `.0` (as orjson writes them, so they read back as floats), others through orjson.
+    """The JSON text of each value, as orjson writes it: floats and strings from one
+    `orjson.dumps` of the whole column, split; ints by a lookup or an Arrow cast.
 
     >>> texts(np.array([1.0, 2.5, 1e20])).to_pylist(), texts(np.array([-3, 7])).to_pylist()
     ([b'1.0', b'2.5', b'1e+20'], [b'-3', b'7'])
@@ -51,16 +52,17 @@ def texts(values: Array) -> pa.Array:
         if len(values) and values.min() >= 0 and values.max() < SMALL:
             return _small_ints().take(pa.array(values))  # counts, lengths: a lookup, not a cast
         return pc.cast(pa.array(values), pa.string()).cast(pa.binary())
-    if kind == "f" and np.isfinite(values).all():
-        text = pc.cast(pa.array(values), pa.string())
-        if not (np.trunc(values) == values).any():
-            return text.cast(pa.binary())  # no integral value: no `.0` to add
-        integral = pc.match_substring_regex(text, r"^-?[0-9]+$")
-        if pc.any(integral).as_py():
-            text = pc.if_else(integral, pc.binary_join_element_wise(text, ".0", ""), text)
-        return text.cast(pa.binary())
+    if values.dtype == np.float64 and len(values):
+        # No float's text holds a comma (NaN and infinities are written `null`).
+        listed = orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)
+        return pa.array(listed[1:-1].split(b","), pa.binary())
     items = values.tolist()
-    if set(map(type, items)) <= _STRINGS:
+    kinds = set(map(type, items))
+    if kinds == {str}:
+        split = _split_strings(items)
+        if split is not None:
+            return split
+    if kinds <= _STRINGS:
         quoted = _quoted(items)
         if quoted is not None:
             return quoted
@@ -68,6 +70,25 @@ def texts(values: Array) -> pa.Array:
         return pa.array(list(map(orjson.dumps, items)), pa.binary())
     except TypeError:  # an int beyond 64 bits, or a string orjson refuses
         return pa.array(list(map(_dump, items)), pa.binary())
+
+
+def _split_strings(items: list[str]) -> pa.Array | None:
+    """Strings as orjson writes them, cut out of one dump of the list; None when a string
+    holds a quote (its escaped quote could fake or hide a boundary) or orjson refuses one.
+
+    >>> _split_strings(["a", "b,c"]).to_pylist(), _split_strings(['a",', 'b'])
+    ([b'"a"', b'"b,c"'], None)
+    """
+    if not items:
+        return None
+    try:
+        listed = orjson.dumps(items)
+    except TypeError:  # a lone surrogate
+        return None
+    if listed.count(b'"') != 2 * len(items):
+        return None  # a quote inside a string
+    # With quotes only around each string, every `","` is a boundary between two.
+    return _join(b'"', pa.array(listed[2:-2].split(b'","'), pa.binary()), b'"', b"")
 
 
 @cache
@@ -92,9 +113,28 @@ def _quoted(items: list[str | None]) -> pa.Array | None:
     return pc.fill_null(quoted, b"null") if strings.null_count else quoted
 
 
+def concat(*pieces: Piece) -> pa.Array:
+    """Each row's concatenation of `pieces` (at least one a column); adjacent constant
+    pieces are merged first, as the join costs a step per piece and row.
+
+    >>> concat(b"[", b"1", pa.array([b"a", b"b"]), b"]").to_pylist()
+    [b'[1a]', b'[1b]']
+    """
+    merged: list[Piece] = []
+    for piece in pieces:
+        if isinstance(piece, bytes):
+            if not piece:
+                continue
+            if merged and isinstance(merged[-1], bytes):
+                merged[-1] += piece
+                continue
+        merged.append(piece)
+    return _join(*merged, b"")
+
+
 def triple(a: Array, b: Array, c: Array) -> pa.Array:
     """`[a,b,c]` per row, as JSON text."""
-    return _join(*triple_pieces(a, b, c), b"")
+    return concat(*triple_pieces(a, b, c))
 
 
 def triple_pieces(a: Array, b: Array, c: Array) -> list[Piece]:

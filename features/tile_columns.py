@@ -28,11 +28,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.column_states import feature_columns
-from features.json_columns import Piece, join_present
+from features.json_columns import Piece, concat, join_present
 from features.tiles import CompiledFeature
 
 Array = np.ndarray[Any, Any]
-_join = pc.binary_join_element_wise
 
 
 class TileColumns:
@@ -104,7 +103,7 @@ class TileColumns:
 
     def encode(self, rows: Array) -> pa.Array:
         """Each row's tile as JSON text (what `orjson.dumps(states)` gives, key order aside)."""
-        return _join(*self.pieces(rows), b"")
+        return concat(*self.pieces(rows))
 
     def pieces(self, rows: Array) -> list[Piece]:
         """The pieces whose row-wise concatenation is `encode(rows)`, for a caller to join
@@ -120,7 +119,7 @@ class TileColumns:
             if held.all():
                 always += [b"," if always else b"{", label, *feature.pieces(rows)]
             elif held.any():
-                text = _join(label, *feature.pieces(rows), b"")
+                text = concat(label, *feature.pieces(rows))
                 some.append(pc.if_else(pa.array(held), text, none))
         if not always and not some:
             return [pa.array([b"{}"] * len(rows), pa.binary())]

@@ -22,10 +22,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.json_columns import Piece, texts
+from features.json_columns import Piece, concat, texts
 
 Array = np.ndarray[Any, Any]
-_join = pc.binary_join_element_wise
 
 # The order of an entity's parts (`Parts.kind`).
 DELETE, HEADER, FIELD, MARK, META, EXPIRE = range(6)
@@ -33,14 +32,14 @@ DELETE, HEADER, FIELD, MARK, META, EXPIRE = range(6)
 
 def bulk(values: pa.Array) -> pa.Array:
     """Each value as a RESP bulk string."""
-    return _join(*bulk_pieces([values]), b"")
+    return concat(*bulk_pieces([values]))
 
 
 def bulk_pieces(parts: Sequence[Piece]) -> list[Piece]:
-    """The pieces of each row's RESP bulk string of the row-wise concatenation of `parts`
+    r"""The pieces of each row's RESP bulk string of the row-wise concatenation of `parts`
     (at least one a column), for the caller's own join: one pass over the bytes, not two.
 
-    >>> _join(b"+", *bulk_pieces([b"[", pa.array([b"1", b"22"]), b"]"]), b"").to_pylist()
+    >>> concat(b"+", *bulk_pieces([b"[", pa.array([b"1", b"22"]), b"]"])).to_pylist()
     [b'+$3\r\n[1]\r\n', b'+$4\r\n[22]\r\n']
     """
     size: Any = sum(len(p) for p in parts if isinstance(p, bytes))
@@ -77,17 +76,17 @@ def assemble(parts: Sequence[Parts]) -> memoryview:
 def headers(keys: pa.Array, fields: Array) -> pa.Array:
     """`HSET key` heads announcing `fields` field-value pairs each."""
     counts = texts(2 + 2 * fields)
-    return _join(b"*", counts, b"\r\n$4\r\nHSET\r\n", keys, b"")
+    return concat(b"*", counts, b"\r\n$4\r\nHSET\r\n", keys)
 
 
 def deletes(keys: pa.Array) -> pa.Array:
     """`DEL key` of each key."""
-    return _join(b"*2\r\n$3\r\nDEL\r\n", keys, b"")
+    return concat(b"*2\r\n$3\r\nDEL\r\n", keys)
 
 
 def expires(keys: pa.Array, at_ms: Array) -> pa.Array:
     """`PEXPIREAT key at` of each key."""
-    return _join(b"*3\r\n$9\r\nPEXPIREAT\r\n", keys, *bulk_pieces([texts(at_ms)]), b"")
+    return concat(b"*3\r\n$9\r\nPEXPIREAT\r\n", keys, *bulk_pieces([texts(at_ms)]))
 
 
 def tile_fields(g: int, starts: Array, values: Sequence[Piece]) -> pa.Array:
@@ -95,13 +94,13 @@ def tile_fields(g: int, starts: Array, values: Sequence[Piece]) -> pa.Array:
     the pieces of the JSON (`TileColumns.pieces`)."""
     # Tiles are aligned: a batch has few distinct starts, so each name is built once.
     distinct, where = np.unique(starts, return_inverse=True)
-    names = bulk(_join(f"t:{g}:".encode(), texts(distinct), b"")).take(pa.array(where))
-    return _join(names, *bulk_pieces(values), b"")
+    names = bulk(concat(f"t:{g}:".encode(), texts(distinct))).take(pa.array(where))
+    return concat(names, *bulk_pieces(values))
 
 
 def mark_fields(names: pa.Array, major: Array, minor: Array) -> pa.Array:
     """Field-value pairs of replay marks: `names` (RESP bulk) → `[major,minor]`."""
-    return _join(names, *bulk_pieces([b"[", texts(major), b",", texts(minor), b"]"]), b"")
+    return concat(names, *bulk_pieces([b"[", texts(major), b",", texts(minor), b"]"]))
 
 
 def meta_fields(heads: pa.Array, max_ts: Array, folded: Array) -> pa.Array:
@@ -109,7 +108,7 @@ def meta_fields(heads: pa.Array, max_ts: Array, folded: Array) -> pa.Array:
     newest = texts(max_ts)
     done = newest if np.array_equal(max_ts, folded) else texts(folded)
     text = [heads, b',"max_ts":', newest, b',"folded":', done, b"}"]
-    return _join(b"$1\r\nm\r\n", *bulk_pieces(text), b"")
+    return concat(b"$1\r\nm\r\n", *bulk_pieces(text))
 
 
 def pending_field(records: bytes) -> bytes:
