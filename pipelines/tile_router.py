@@ -13,6 +13,7 @@ from operator import attrgetter
 from typing import Any
 
 from features import layout
+from pipelines.decoding import plain_entity_ids
 from pipelines.plan import PlanSource
 from pipelines.records import AcceptedBatch, Position, TileInput
 from pipelines.shard_keys import BALANCED, SHARDS
@@ -56,10 +57,12 @@ class TileRouter:
                 # same crc32 of the same entity id, over as many shards), and its key values
                 # are never null.
                 # Built by C iterators, not a comprehension. No cache of entity ids: with
-                # 30k keys a probe of the large dict cost more than `entity_id` saves.
+                # 30k keys a probe of the large dict cost more than `entity_id` saves; plain
+                # string keys are their own ids, checked for the whole column at once.
                 events = batch.events
                 keys = list(map(_KEY, events))
-                entries = list(zip(map(entity_id, keys), keys, events, positions, strict=True))
+                ids = plain_entity_ids(keys) or list(map(entity_id, keys))
+                entries = list(zip(ids, keys, events, positions, strict=True))
                 inp = shards.get(batch.shard)
                 if inp is None:
                     inp = shards[batch.shard] = TileInput(batch.shard, stream, [])
