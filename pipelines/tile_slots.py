@@ -44,12 +44,21 @@ class TileSlots:
             bucket = self.buckets.get(start)
             if bucket is None:
                 bucket = self.buckets[start] = {}
-            keys = ents[at].tolist()
-            found = list(map(bucket.get, keys))
+            listed = ents[at].tolist()
+            found = list(map(bucket.get, listed))
             if None in found:
-                new = list(dict.fromkeys(compress(keys, map(is_, found, repeat(None)))))
-                bucket.update(zip(new, self._take(len(new), start).tolist(), strict=True))
-                found = list(map(bucket.__getitem__, keys))
+                unseen = (
+                    listed
+                    if found.count(None) == len(listed)
+                    else list(compress(listed, map(is_, found, repeat(None))))
+                )
+                new = list(dict.fromkeys(unseen))
+                taken = self._take(len(new), start).tolist()
+                bucket.update(zip(new, taken, strict=True))
+                # Each event a new, distinct tile (the usual case): rows in the events' order.
+                if len(new) < len(listed):
+                    taken = list(map(bucket.__getitem__, listed))
+                found = taken
             out[at] = found
         return out
 
