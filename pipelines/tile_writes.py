@@ -29,8 +29,7 @@ def encode_changes(view: ViewTiles, changes: Changes) -> tuple[list[cmd.Parts], 
     if not changes.ents:
         return [], 0, []
     ents = np.unique(np.concatenate(changes.ents))
-    listed = ents.tolist()
-    keys = pa.array(list(map(view.key_bulk.__getitem__, listed)), pa.binary())
+    keys = pa.array(view.key_bulk[ents], pa.binary())  # built when cached (`ViewTiles.add`)
     parts: list[cmd.Parts] = []
     fields = np.ones(len(ents), dtype=np.int64)  # `m`
     for g, pairs in changes.tiles.items():
@@ -47,11 +46,11 @@ def encode_changes(view: ViewTiles, changes: Changes) -> tuple[list[cmd.Parts], 
         owner = np.searchsorted(ents, marked)
         parts.append(cmd.Parts(cmd.mark_fields(names, major, minor), owner, cmd.MARK))
         fields += np.bincount(owner, minlength=len(ents))
-    heads = pa.array(list(map(view.heads.__getitem__, listed)), pa.binary())
+    heads = pa.array(view.heads[ents], pa.binary())
     meta = cmd.meta_fields(heads, view.max_ts[ents], view.folded[ents])
     holds = np.zeros(len(ents), dtype=bool)
     if view.pending:
-        holds = np.fromiter(map(view.pending.__contains__, listed), bool, len(ents))
+        holds = np.fromiter(map(view.pending.__contains__, ents.tolist()), bool, len(ents))
     pend = view.stored_pending[ents] | holds
     if pend.any():
         with_p = np.flatnonzero(pend)
@@ -82,7 +81,7 @@ def encode_changes(view: ViewTiles, changes: Changes) -> tuple[list[cmd.Parts], 
         count += len(moved)
     fresh = ents[view.fresh[ents]]
     view.fresh[fresh] = False
-    return parts, count, [view.eids[e] or "" for e in fresh.tolist()]
+    return parts, count, view.eids[fresh].tolist()
 
 
 def _mark_pairs(

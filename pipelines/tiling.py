@@ -33,7 +33,8 @@ from features.durations import US_PER_S, from_us, now_us
 from pipelines.plan import Plan, PlanSource
 from pipelines.records import TileInput
 from pipelines.sinks import tile_commands
-from pipelines.sinks.redis_bulk import fetch_raw, pack_one
+from pipelines.sinks.redis_bulk import fetch_packed, pack_one
+from pipelines.sinks.redis_tiles import hgetalls, key_bulks
 from pipelines.sinks.redis_writer import TileConnection
 from pipelines.stats import StatsWriter
 from pipelines.tile_batches import Batch, Changes, batch_of
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 SWEEP_US = 300 * US_PER_S
 FLUSH_EVENTS = 4000  # queued events that make a shard's call fold the worker's queue at once
 Pending = dict[tuple[str, str], tuple[Any, ...]]  # (view, entity) → join-key values
+Missing = tuple[list[str], list[tuple[Any, ...]], np.ndarray[Any, Any]]  # ids, keys, shards
 
 
 class TileEngine:
@@ -174,33 +176,38 @@ class TileEngine:
         return work
 
     def _load(self, work: list[tuple[str, ViewTiles, Batch]]) -> None:
-        """Read every entity of `work` (and every restored one) missing from the cache."""
-        todo: dict[tuple[str, str], tuple[tuple[Any, ...], int]] = {}
+        """Read every entity of `work` (and every restored one) missing from the cache: one
+        packed `HGETALL` each, framed column-wise per view, the replies sliced per view."""
+        wanted: dict[str, list[Missing]] = {}
         for name, view, batch in work:
-            for i in view.missing(batch.eids):
-                todo.setdefault((name, batch.eids[i]), (batch.keys[i], int(batch.shard[i])))
+            at = view.missing(batch.eids)
+            if at:
+                ids, values = batch.eids.__getitem__, batch.keys.__getitem__
+                picked = (list(map(ids, at)), list(map(values, at)), batch.shard[at])
+                wanted.setdefault(name, []).append(picked)
+        restored: dict[str, dict[str, tuple[Any, ...]]] = {}
         for (name, eid), keys in self.restored.items():
-            view = self.views.get(name)
-            if view is not None and eid not in view.index:
-                todo.setdefault((name, eid), (keys, shard_of_entity(eid)))
+            cached = self.views.get(name)
+            if cached is not None and eid not in cached.index:
+                restored.setdefault(name, {})[eid] = keys
+        for name, found in restored.items():
+            shards = np.array([shard_of_entity(e) for e in found], dtype=np.int64)
+            wanted.setdefault(name, []).append((list(found), list(found.values()), shards))
         self.restored = {}
-        if not todo:
+        if not wanted:
             return
         if self.dropped:
             # A dropped entity may still have writes in flight: let them land before reading.
             self.writer.drain()
             self.dropped = False
-        commands = [("HGETALL", layout.view_key(self.project, n, e)) for n, e in todo]
-        replies = fetch_raw(self.client, commands)
-        per_view: dict[str, tuple[list[str], list[Any], list[int], list[Any]]] = {}
-        for ((name, eid), (keys, shard)), reply in zip(todo.items(), replies, strict=True):
-            eids, key_values, shards, got = per_view.setdefault(name, ([], [], [], []))
-            eids.append(eid)
-            key_values.append(keys)
-            shards.append(shard)
-            got.append(reply)
-        for name, (eids, key_values, shards, got) in per_view.items():
-            self.views[name].load(eids, key_values, np.array(shards, dtype=np.int64), got)
+        loads = [(name, *_first_of_each(parts)) for name, parts in wanted.items()]
+        bulks = [key_bulks(self.project, name, eids) for name, eids, _, _ in loads]
+        count = sum(len(eids) for _, eids, _, _ in loads)
+        replies = fetch_packed(self.client, hgetalls(bulks), count)
+        end = 0
+        for (name, eids, key_values, shards), keys in zip(loads, bulks, strict=True):
+            start, end = end, end + len(eids)
+            self.views[name].load(eids, key_values, shards, replies[start:end], keys)
 
     def _write(self, changes: dict[str, Changes], fresh: dict[str, int]) -> None:
         """Send every view's writes, then the new entities and freshness:
@@ -250,6 +257,18 @@ class TileEngine:
             older = int((view.last_use() <= cutoff).sum())
             view.forget(view.least_used(older))
         self.dropped = True
+
+
+def _first_of_each(parts: list[Missing]) -> Missing:
+    """The entities of `parts` (each without repeats), the first occurrence of each kept."""
+    if len(parts) == 1:
+        return parts[0]
+    eids = [e for p in parts for e in p[0]]
+    keys = [k for p in parts for k in p[1]]
+    # A reversed pass leaves each entity with its first position.
+    at = sorted(dict(zip(reversed(eids), reversed(range(len(eids))), strict=True)).values())
+    shards = np.concatenate([p[2] for p in parts])[at]
+    return [eids[i] for i in at], [keys[i] for i in at], shards
 
 
 def shard_builder(

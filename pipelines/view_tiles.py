@@ -5,7 +5,9 @@ never event by event, and then writes each touched entity with one `HSET` built 
 (`sinks.tile_commands`). Per entity it keeps what the writer needs: the newest event time
 (`max_ts`), the time folded up to, the expiry last set, the events later than the clock
 (`pending`, rare: kept as Python records) and, per origin stream, the newest position
-applied: replayed events at or before it are skipped, so nothing is applied twice.
+applied: replayed events at or before it are skipped, so nothing is applied twice. Its
+RESP key and the fixed head of its `m` are built when it is cached, a batch at a time;
+`tile_loads` decodes the hash of an entity Redis holds.
 
 Tiles no window can read at any time from now on are not created (an old event still
 moves `max_ts`), and those that age out are dropped a sweep at a time: `ViewTiler.prune`'s
@@ -20,7 +22,6 @@ from itertools import repeat
 from typing import Any
 
 import numpy as np
-import orjson
 
 from features import layout
 from features.column_states import grown
@@ -29,16 +30,20 @@ from pipelines.plan import ViewRoute
 from pipelines.records import Position
 from pipelines.sinks import tile_commands as cmd
 from pipelines.sinks.redis_bulk import pack_one
-from pipelines.sinks.redis_tiles import bulk, expiry_bucket_ms, meta_head
+from pipelines.sinks.redis_tiles import expiry_bucket_ms, key_bulks, meta_heads
 from pipelines.tile_batches import Batch, Changes, objects, select
+from pipelines.tile_loads import load_stored
 from pipelines.tile_slots import TileSlots
 from pipelines.tile_writes import encode_changes
 
 Array = np.ndarray[Any, Any]
 NONE = -(2**63)  # `max_ts` of an entity without events
-_MARK = b"o:"
 # Per-entity arrays and the value of an entity slot not in use.
 _FILLS = (
+    ("eids", None),
+    ("keys", None),
+    ("key_bulk", None),
+    ("heads", None),
     ("max_ts", NONE),
     ("folded", MIN_TS),
     ("expire_at", 0),
@@ -64,11 +69,13 @@ class ViewTiles:
             by_g.setdefault(f.granularity, []).append(f)
         self.slots = {g: TileSlots(g, feats, dtypes) for g, feats in by_g.items()}
         self.index: dict[str, int] = {}
-        self.eids: list[str | None] = []
-        self.keys: list[tuple[Any, ...]] = []
-        self.key_bulk: list[bytes] = []
-        self.heads: list[bytes] = []
+        # Per entity number: id, join-key values, RESP key and `m` head (`None`: free).
+        self.eids = np.zeros(0, dtype=object)
+        self.keys = np.zeros(0, dtype=object)
+        self.key_bulk = np.zeros(0, dtype=object)
+        self.heads = np.zeros(0, dtype=object)
         self.free: list[int] = []
+        self.top = 0  # entity numbers ever used
         self.capacity = 0
         self.max_ts = np.zeros(0, dtype=np.int64)
         self.folded = np.zeros(0, dtype=np.int64)
@@ -101,30 +108,35 @@ class ViewTiles:
             self.marks[stream] = (grown(major, capacity, -1), grown(minor, capacity, -1))
         self.capacity = capacity
 
-    def add(self, eids: Sequence[str], keys: Sequence[tuple[Any, ...]], shards: Array) -> Array:
-        """Cache new, empty entities (not in Redis, or to be replaced); returns their numbers."""
+    def add(
+        self,
+        eids: Sequence[str],
+        keys: Sequence[tuple[Any, ...]],
+        shards: Array,
+        bulks: list[bytes] | None = None,
+    ) -> Array:
+        """Cache new, empty entities (not in Redis, or to be replaced); returns their numbers.
+
+        Their RESP keys (`bulks`, when the caller has built them) and `m` heads are built
+        for the whole batch at once, and kept per entity number for `encode` to take."""
         n = len(eids)
         reuse = min(n, len(self.free))
         ents = self.free[len(self.free) - reuse :]
         del self.free[len(self.free) - reuse :]
-        first = len(self.eids)
-        ents += range(first, first + n - reuse)
-        self._grow(first + n - reuse)
-        grow = n - reuse
-        self.eids += [None] * grow
-        self.keys += [()] * grow
-        self.key_bulk += [b""] * grow
-        self.heads += [b""] * grow
-        project, view, version = self.project, self.route.view.name, self.route.version
-        for ent, eid, key in zip(ents, eids, keys, strict=True):
-            self.eids[ent], self.keys[ent] = eid, key
-            self.key_bulk[ent] = bulk(layout.view_key(project, view, eid).encode())
-            self.heads[ent] = meta_head(key, version)
+        ents += range(self.top, self.top + n - reuse)
+        self.top += n - reuse
+        self._grow(self.top)
+        out = np.array(ents, dtype=np.int64)
+        if bulks is None:
+            bulks = key_bulks(self.project, self.route.view.name, eids)
+        self.eids[out] = objects(list(eids))
+        self.keys[out] = objects(list(keys))
+        self.key_bulk[out] = objects(bulks)
+        self.heads[out] = objects(meta_heads(keys, self.route.version))
         cached = len(self.index)
         self.index.update(zip(eids, ents, strict=True))
         if len(self.index) != cached + n:
             self._looked = None  # an entity was replaced: its looked-up number is stale
-        out = np.array(ents, dtype=np.int64)
         self.shard[out] = shards
         return out
 
@@ -166,58 +178,18 @@ class ViewTiles:
         keys: Sequence[tuple[Any, ...]],
         shards: Array,
         replies: list[Any],
+        bulks: list[bytes] | None = None,
     ) -> None:
-        """Cache entities from their `HGETALL` replies (RESP3 maps or RESP2 lists; empty: new)."""
-        ents = self.add(eids, keys, shards)
+        """Cache entities from their `HGETALL` replies (RESP3 maps or RESP2 lists; empty: new);
+        `bulks` are their RESP keys, if the caller built them to read them."""
+        ents = self.add(eids, keys, shards, bulks)
         empty = np.fromiter(map(operator.not_, replies), bool, len(replies))
         self.fresh[ents[empty]] = True
         for i in np.flatnonzero(~empty).tolist():
-            self._load_one(int(ents[i]), replies[i])
+            load_stored(self, int(ents[i]), replies[i])
 
-    def _load_one(self, ent: int, reply: Any) -> None:
-        if isinstance(reply, list):
-            reply = dict(zip(reply[::2], reply[1::2], strict=True))
-        meta = orjson.loads(reply.get(b"m", b"{}"))
-        if meta.get("v") not in (None, self.route.version):
-            self.reset[ent] = True  # another version of the view: deleted before writing
-            return
-        state = layout.decode_tiles(reply)
-        if state is None:
-            return
-        self.max_ts[ent] = NONE if state.max_ts is None else state.max_ts
-        self.folded[ent] = state.folded_until
-        if state.pending:
-            self.pending[ent] = state.pending
-            self.stored_pending[ent] = True
-        marks = {part: (int(p[0]), int(p[1])) for part, p in (meta.get("pos") or {}).items()}
-        if marks:
-            # Marks of an older layout, inside `m`: kept as `o:` fields before the next
-            # write replaces `m` (queued ahead of this flush's writes).
-            self.migrations.append(
-                pack_one(("HSET", self.key_text(ent),
-                          *(x for s, p in marks.items() for x in (f"o:{s}", orjson.dumps(p)))))
-            )  # fmt: skip
-        for name, value in reply.items():
-            if name.startswith(_MARK):
-                major, minor = orjson.loads(value)
-                marks[name[len(_MARK) :].decode()] = (int(major), int(minor))
-        for stream, (major, minor) in marks.items():
-            held = self._marks_of(stream)
-            held[0][ent], held[1][ent] = major, minor
-            if stream not in self.stream_top or (major, minor) > self.stream_top[stream]:
-                self.stream_top[stream] = (major, minor)
-        per_g: dict[int, tuple[list[int], list[dict[str, Any]]]] = {}
-        for (g, start), tile in state.tiles.items():
-            if g in self.slots:
-                starts, tiles = per_g.setdefault(g, ([], []))
-                starts.append(start)
-                tiles.append(tile)
-        for g, (starts, tiles) in per_g.items():
-            slot = self.slots[g]
-            rows = slot.rows(np.full(len(starts), ent, dtype=np.int64), np.array(starts))
-            slot.columns.load(rows, tiles)
-
-    def _marks_of(self, stream: str) -> tuple[Array, Array]:
+    def marks_of(self, stream: str) -> tuple[Array, Array]:
+        """Per entity number, the newest (major, minor) position applied of `stream` (-1: none)."""
         found = self.marks.get(stream)
         if found is None:
             found = self.marks[stream] = (
@@ -267,7 +239,7 @@ class ViewTiles:
             at = np.flatnonzero(stream == s)
             if not len(at):
                 continue
-            held = self._marks_of(name)
+            held = self.marks_of(name)
             held[0][marked[at]], held[1][marked[at]] = major[at], minor[at]
             top = int(major[at].max())
             position = (top, int(minor[at][major[at] == top].max()))
@@ -291,7 +263,7 @@ class ViewTiles:
             if keep is None:
                 keep = np.ones(len(ents), dtype=bool)
             at = np.flatnonzero(batch.stream == s)
-            major, minor = self._marks_of(name)
+            major, minor = self.marks_of(name)
             held_major, held_minor = major[ents[at]], minor[ents[at]]
             keep[at] = (batch.major[at] > held_major) | (
                 (batch.major[at] == held_major) & (batch.minor[at] > held_minor)
@@ -401,17 +373,17 @@ class ViewTiles:
         self._looked = None  # numbers are freed, then reused
         for slot in self.slots.values():
             slot.forget(ents)
-        at = np.array(ents, dtype=np.int64)
-        for major, minor in self.marks.values():
-            major[at], minor[at] = -1, -1
-        for name, fill in _FILLS:
-            getattr(self, name)[at] = fill
         for ent in ents:
             eid = self.eids[ent]
             if eid is not None:
                 del self.index[eid]
             self.eids[ent] = None
             self.pending.pop(ent, None)
+        at = np.array(ents, dtype=np.int64)
+        for major, minor in self.marks.values():
+            major[at], minor[at] = -1, -1
+        for name, fill in _FILLS:
+            getattr(self, name)[at] = fill
         self.free += ents
 
     def pending_entities(self) -> list[tuple[str, tuple[Any, ...], int]]:

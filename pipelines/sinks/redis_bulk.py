@@ -10,6 +10,7 @@ any I/O failure it is disconnected instead.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 import hiredis
@@ -21,27 +22,25 @@ if TYPE_CHECKING:
 
 pack_one: Any = hiredis.pack_command  # one command tuple → RESP bytes
 _pack = pack_one
+_MORE = object()  # what the reader returns while a reply is incomplete
 
 
-def _round_trip(client: redis.Redis, payload: bytes, count: int) -> list[Any]:
+def _round_trip(client: redis.Redis, payload: bytes | memoryview, count: int) -> list[Any]:
     """Send RESP `payload` holding `count` commands; return the `count` replies in order."""
     pool = client.connection_pool
     conn = pool.get_connection()
     replies: list[Any] = []
     try:
         conn.send_packed_command([payload], check_health=False)
-        reader = hiredis.Reader()
+        reader = hiredis.Reader(notEnoughData=_MORE)
         sock: Any = conn._sock  # replies are parsed here, not by redis-py's parser
         while len(replies) < count:
-            reply = reader.gets()
-            if reply is False:
-                data = sock.recv(1 << 20)
-                if not data:
-                    msg = "Redis closed the connection in the middle of a reply"
-                    raise StorageError(msg)
-                reader.feed(data)
-            else:
-                replies.append(reply)
+            data = sock.recv(1 << 20)
+            if not data:
+                msg = "Redis closed the connection in the middle of a reply"
+                raise StorageError(msg)
+            reader.feed(data)
+            replies += iter(reader.gets, _MORE)  # every reply complete so far, at C speed
     except BaseException:
         conn.disconnect()
         raise
@@ -51,6 +50,8 @@ def _round_trip(client: redis.Redis, payload: bytes, count: int) -> list[Any]:
 
 
 def _raise_errors(replies: Sequence[Any], what: str) -> None:
+    if not any(map(isinstance, replies, repeat(hiredis.ReplyError))):  # C-level: the usual case
+        return
     errors = [str(r) for r in replies if isinstance(r, hiredis.ReplyError)]
     if errors:
         msg = f"Redis rejected {len(errors)} of {len(replies)} {what}; first: {errors[0]}"
@@ -68,6 +69,14 @@ def fetch_raw(client: redis.Redis, commands: Sequence[tuple[Any, ...]]) -> list[
     """The replies of `commands`, sent in one round trip."""
     if not commands:
         return []
-    replies = _round_trip(client, b"".join(map(_pack, commands)), len(commands))
+    return fetch_packed(client, b"".join(map(_pack, commands)), len(commands))
+
+
+def fetch_packed(client: redis.Redis, payload: bytes | memoryview, count: int) -> list[Any]:
+    """The replies of `count` commands already packed as RESP in `payload`, in one round trip
+    (batches built column-wise skip packing command tuples one by one)."""
+    if not count:
+        return []
+    replies = _round_trip(client, payload, count)
     _raise_errors(replies, "command(s)")
     return replies

@@ -3,12 +3,17 @@
 `write_tiles` (used by the backfill) queues one entity's writes on a redis-py pipeline.
 The stream's tiles step builds its commands a batch at a time (`tile_commands`); it shares
 the key framing (`bulk`), the fixed start of `m` (`meta_head`) and the expiry bucket here.
+It frames the keys and `m` heads of the entities it loads a batch at a time too
+(`key_bulks`, `meta_heads`), and reads them with one packed `HGETALL` each (`hgetalls`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import chain
+from operator import add
 from typing import Any
 
 import orjson
@@ -62,6 +67,74 @@ def bulk(value: bytes) -> bytes:
 def meta_head(entity_values: Sequence[Any], version: str | None) -> bytes:
     """The start of `m` that is fixed for an entity's life: join-key values, view version."""
     return b'{"keys":' + _dumps(list(entity_values)) + b',"v":' + _dumps(version)
+
+
+def key_bulks(project: str, view: str, eids: Sequence[str]) -> list[bytes]:
+    r"""`bulk(layout.view_key(project, view, eid).encode())` of each entity, built with a few
+    C-level passes over the whole list (`_framed`), not a Python step per entity.
+
+    >>> key_bulks("p", "v", ["u1", "u22"])
+    [b'$15\r\nrillet:p:{u1}:v\r\n', b'$16\r\nrillet:p:{u22}:v\r\n']
+    """
+    around = [part.encode() for part in layout.view_key(project, view, _NUL).split(_NUL)]
+    text = _joined(eids) if len(around) == 2 else None
+    if text is None:  # odd ids or names: row by row
+        return [bulk(layout.view_key(project, view, e).encode()) for e in eids]
+    head, tail = around
+    ends = _framed(text, b"", tail + b"\r\n")  # each id, the tail and the bulk's end
+    sizes = list(map(len, ends))
+    extra = len(head) - 2  # the bulk's size is the head's, the id's and the tail's
+    starts = {n: b"$%d\r\n%b" % (extra + n, head) for n in set(sizes)}
+    return list(map(add, map(starts.__getitem__, sizes), ends))
+
+
+def meta_heads(keys: Sequence[Sequence[Any]], version: str | None) -> list[bytes]:
+    r"""`meta_head(values, version)` of each entity: built with a few C-level passes over
+    the whole list when each has one string join key (the common case), else row by row.
+
+    >>> meta_heads([("u1",), ('a"b',)], "v1")
+    [b'{"keys":["u1"],"v":"v1"', b'{"keys":["a\\"b"],"v":"v1"']
+    """
+    try:
+        values = [value for (value,) in keys]
+    except (TypeError, ValueError):  # composite keys
+        values = []
+    text = _joined(values)
+    if text is None:
+        return [meta_head(k, version) for k in keys]
+    heads = _framed(text, b'{"keys":["', b'"],"v":' + _dumps(version))
+    if _escapes(text):  # values orjson escapes: their heads row by row
+        for i, value in enumerate(values):
+            if _escapes(value.encode()):
+                heads[i] = meta_head(keys[i], version)
+    return heads
+
+
+def hgetalls(keys: Iterable[Sequence[bytes]]) -> bytes:
+    """One `HGETALL` of each of `keys` (RESP bulk strings), in order, as one RESP payload."""
+    commands = _HGETALL.join(chain.from_iterable(keys))
+    return _HGETALL + commands if commands else b""
+
+
+def _joined(values: Sequence[Any]) -> bytes | None:
+    """The UTF-8 of `values` joined by NULs; None if there are none, or one is not a string,
+    holds a NUL or is not UTF-8 (a lone surrogate)."""
+    try:
+        text = _NUL.join(values).encode()
+    except (TypeError, UnicodeEncodeError):
+        return None
+    return text if values and text.count(b"\0") == len(values) - 1 else None
+
+
+def _framed(text: bytes, head: bytes, tail: bytes) -> list[bytes]:
+    """Each value of `_joined` text between `head` and `tail` (neither holds a NUL)."""
+    return (head + text.replace(b"\0", tail + b"\0" + head) + tail).split(b"\0")
+
+
+_NUL = "\0"  # splits joined values (no project or view name holds it)
+# What orjson escapes in a string but NUL, which only separates `_joined` values.
+_escapes = re.compile(rb'["\\\x01-\x1f]').search
+_HGETALL = b"*2\r\n$7\r\nHGETALL\r\n"
 
 
 def expiry_bucket_ms(ttl_us: int) -> int:
