@@ -278,6 +278,8 @@ def time_stages() -> dict[str, float]:
     wrap(decoding.Decoder, "__call__", "decode + validate", generator=True)
     wrap(judging.LedgerShard, "on_batch", "judge (lateness, dedup)")
     wrap(dataflow.ToLog, "__call__", "log: Arrow table")
+    # The worker thread's share of the log (full buffers go to the sink's writer thread).
+    wrap(parquet_log._LogPartition, "write_batch", "log: Parquet files")
     wrap(parquet_log._LogPartition, "snapshot", "log: Parquet files")
     wrap(tile_router.TileRouter, "__call__", "tiles: route", generator=True)
     wrap(tiling.TileEngine, "_load", "tiles: load misses")

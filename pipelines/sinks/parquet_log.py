@@ -5,6 +5,10 @@ name and renamed. The stream's sink is a `FixedPartitionedSink` whose partitions
 Arrow tables and write them at each epoch close; its recovery state is the next `seq`, and
 on resume it deletes its files numbered at or above it (the replay writes them again), so
 the log holds every accepted event once and never a partial file.
+
+A buffer that fills mid-epoch is written by the sink's writer thread while the flow goes
+on (compression and file I/O release the GIL); a partition's snapshot waits for its files,
+so Bytewax never commits an epoch whose rows are not on disk.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import functools
 import os
 import re
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from itertools import repeat
 from pathlib import Path
@@ -34,7 +39,8 @@ ARROW_TYPES: dict[str, pa.DataType] = {
     "bool": pa.bool_(),
     "timestamp": TS_TYPE,
 }
-FLUSH_ROWS = 250_000  # flush a partition's buffer mid-epoch beyond this many rows
+FLUSH_ROWS = 50_000  # a partition's buffered rows written mid-epoch, in the background
+MAX_WRITES = 2  # a partition's background writes in flight before the flow waits
 COMPACT_TABLES = 256  # buffered tables of one source that are merged into one
 _FILE = re.compile(r"^(?P<writer>[^/]+)-(?P<seq>\d+)\.parquet$")
 
@@ -180,15 +186,19 @@ def file_name(writer: str, seq: int) -> str:
 
 
 class _LogPartition(StatefulSinkPartition[Any, int]):
-    def __init__(self, root: Path, writer: str, resume_seq: int | None) -> None:
+    def __init__(
+        self, root: Path, writer: str, resume_seq: int | None, executor: ThreadPoolExecutor
+    ) -> None:
         self.root = root
         self.writer = writer
+        self.executor = executor
         self.seq = resume_seq or 0
         for seq, path in writer_files(root, writer):
             if seq >= self.seq or path.name.endswith(".tmp"):
                 path.unlink(missing_ok=True)
         self.buffer: dict[str, list[pa.Table]] = {}
         self.rows = 0
+        self.writing: list[Future[None]] = []
 
     def write_batch(self, values: list[Any]) -> None:
         for batch in values:
@@ -202,25 +212,42 @@ class _LogPartition(StatefulSinkPartition[Any, int]):
                     tables[:] = [pa.concat_tables(tables).combine_chunks()]
         if self.rows >= FLUSH_ROWS:
             self.flush()
+        while self.writing and (self.writing[0].done() or len(self.writing) > MAX_WRITES):
+            self.writing.pop(0).result()  # raises a failed write here
 
     def flush(self) -> None:
+        """Hand the buffer to the writer thread as the files of the next `seq`."""
         if not self.rows:
             return
-        for source, tables in sorted(self.buffer.items()):
-            table = pa.concat_tables(tables).combine_chunks()
-            for day, part in sorted(split_by_date(table).items()):
-                path = log_dir(self.root, source) / f"date={day}" / file_name(self.writer, self.seq)
-                write_table_atomic(path, part)
+        job = functools.partial(_write_buffer, self.root, self.writer, self.seq, self.buffer)
+        self.writing.append(self.executor.submit(job))
         self.seq += 1
         self.buffer = {}
         self.rows = 0
 
+    def settle(self) -> None:
+        """Wait for every file handed to the writer thread; raise if one failed."""
+        writing, self.writing = self.writing, []
+        for future in writing:
+            future.result()
+
     def snapshot(self) -> int:
         self.flush()
+        self.settle()
         return self.seq
 
     def close(self) -> None:
         self.flush()
+        self.settle()
+
+
+def _write_buffer(root: Path, writer: str, seq: int, buffer: dict[str, list[pa.Table]]) -> None:
+    """Write one flush of a partition: a file per source and date, numbered `seq`."""
+    for source, tables in sorted(buffer.items()):
+        table = pa.concat_tables(tables).combine_chunks()
+        for day, part in sorted(split_by_date(table).items()):
+            path = log_dir(root, source) / f"date={day}" / file_name(writer, seq)
+            write_table_atomic(path, part)
 
 
 class ParquetLogSink(FixedPartitionedSink[Any, int]):
@@ -229,6 +256,8 @@ class ParquetLogSink(FixedPartitionedSink[Any, int]):
     def __init__(self, root: Path, writers: Sequence[str]) -> None:
         self.root = Path(root)
         self.writers = list(writers)
+        # One thread writes every partition's files: compression runs beside the flow.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rillet-log")
 
     def list_parts(self) -> list[str]:
         return self.writers
@@ -237,4 +266,4 @@ class ParquetLogSink(FixedPartitionedSink[Any, int]):
         return self.writers.index(item_key)
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _LogPartition:
-        return _LogPartition(self.root, for_part, resume_state)
+        return _LogPartition(self.root, for_part, resume_state, self.executor)

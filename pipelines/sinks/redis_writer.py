@@ -1,10 +1,12 @@
 """A pipelined connection: the tile step's writes overlap its next batch, in one order.
 
 The tile step used to wait for each batch's round trip, so every event paid for Redis's
-own work on top of ours. `TileConnection.send` returns as soon as the bytes are handed to
-the socket; the replies are collected later, when the step next talks to Redis. Every
-write the step sends has a one-line reply (an integer or an error), so collecting them
-is counting newlines in C, not parsing replies in Python.
+own work on top of ours. `TileConnection.send` returns at once: the connection's sender
+thread hands the bytes to the socket (a flush's few MB fill the socket's buffer, and
+`sendall` then waits for Redis to read them, which no longer holds up the step); the
+replies are collected later, when the step next talks to Redis. Every write the step
+sends has a one-line reply (an integer or an error), so collecting them is counting
+newlines in C, not parsing replies in Python.
 
 One connection per tiles engine (one engine per worker thread) keeps each worker's writes
 in order without locks.
@@ -15,7 +17,9 @@ before it re-reads an entity it had dropped from its cache, so no read is stale.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from features.errors import StorageError
@@ -25,6 +29,7 @@ if TYPE_CHECKING:
 
 RECV = 1 << 20
 MAX_UNREAD = 200_000  # replies outstanding before `send` collects them first
+MAX_SENDS = 4  # payloads queued for the sender thread before `send` waits for one
 
 
 class TileConnection:
@@ -36,6 +41,8 @@ class TileConnection:
         self._unread = 0  # one-line replies sent for and not read yet
         self._buffer = b""  # bytes received past the last counted reply
         self._errors: list[str] = []
+        self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rillet-tile-send")
+        self._sending: deque[Future[None]] = deque()  # payloads handed over, in order
 
     def _sock(self) -> Any:
         if self._conn is None:
@@ -44,20 +51,23 @@ class TileConnection:
         return self._conn._sock
 
     def send(self, packed: Sequence[bytes], count: int) -> None:
-        """Send `count` commands whose replies are one line each; do not wait for them."""
+        """Send `count` commands whose replies are one line each; wait for neither."""
         if not count:
             return
         if self._unread > MAX_UNREAD:
             self.drain()
+        self._settle(every=len(self._sending) >= MAX_SENDS)
         try:
-            self._sock().sendall(b"".join(packed))
+            sock = self._sock()
         except BaseException:
             self._broken()
             raise
+        self._sending.append(self._sender.submit(sock.sendall, b"".join(packed)))
         self._unread += count
 
     def drain(self) -> None:
         """Collect every outstanding reply; raise `StorageError` if any was an error."""
+        self._settle(every=True)
         try:
             self._count_replies()
         except BaseException:
@@ -67,6 +77,15 @@ class TileConnection:
             errors, self._errors = self._errors, []
             msg = f"Redis rejected {len(errors)} tile write(s); first: {errors[0]}"
             raise StorageError(msg)
+
+    def _settle(self, every: bool) -> None:
+        """Take the finished sends (`every`: wait for all); raise the first that failed."""
+        try:
+            while self._sending and (every or self._sending[0].done()):
+                self._sending.popleft().result()
+        except BaseException:
+            self._broken()
+            raise
 
     @staticmethod
     def _recv(sock: Any) -> bytes:
@@ -99,6 +118,9 @@ class TileConnection:
 
     def _broken(self) -> None:
         """Drop a connection whose reply stream is no longer in a known state."""
+        for future in self._sending:
+            future.exception()  # wait: nothing may still be writing to the socket
+        self._sending.clear()
         if self._conn is not None:
             self._conn.disconnect()
             self.client.connection_pool.release(self._conn)

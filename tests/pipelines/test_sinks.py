@@ -106,20 +106,9 @@ def test_stream_source_resumes_after_its_snapshot_and_reports_lag(
 
 
 def test_log_sink_rewrites_its_files_from_the_resumed_sequence(tmp_path: Path) -> None:
-    from features.schema import SourceValidator
-
-    source = definitions().sources["txns"]
-    now = now_us()
-    payloads = [
-        orjson.dumps(
-            {"txn_id": f"t{i}", "user_id": "u", "amount": 1.0, "merchant": None, "ts": now // 1000}
-        )
-        for i in range(6)
-    ]
-    events, rejected = SourceValidator(source).validate(payloads)
-    assert not rejected
-    table = events_to_table(source, events, [now] * len(events))
-    assert table.schema == log_schema(source)
+    table = _txn_table(6)
+    assert len(table) == 6
+    assert table.schema == log_schema(definitions().sources["txns"])
     sink = ParquetLogSink(tmp_path, ["w0"])
     part = sink.build_part("log", "w0", None)
     part.write_batch([LogBatch("txns", table.slice(0, 2))])
@@ -184,20 +173,10 @@ def test_prometheus_exports_the_totals_redis_returned(
 def test_log_sink_keeps_every_row_in_order_through_buffer_compaction(tmp_path: Path) -> None:
     """At a low rate the sink gets thousands of tables of a row or two per epoch; it merges
     them as it goes (`COMPACT_TABLES`) and must still write each row once, in order."""
-    from features.schema import SourceValidator
     from pipelines.sinks.parquet_log import COMPACT_TABLES
 
-    source = definitions().sources["txns"]
-    now = now_us()
     count = 3 * COMPACT_TABLES + 7
-    payloads = [
-        orjson.dumps(
-            {"txn_id": f"t{i}", "user_id": "u", "amount": 1.0, "merchant": None, "ts": now // 1000}
-        )
-        for i in range(count)
-    ]
-    events, _ = SourceValidator(source).validate(payloads)
-    table = events_to_table(source, events, [now] * len(events))
+    table = _txn_table(count)
     part = ParquetLogSink(tmp_path, ["w0"]).build_part("log", "w0", None)
     for i in range(count):
         part.write_batch([LogBatch("txns", table.slice(i, 1))])
@@ -205,3 +184,53 @@ def test_log_sink_keeps_every_row_in_order_through_buffer_compaction(tmp_path: P
     part.snapshot()
     (written,) = list(tmp_path.rglob("*.parquet"))
     assert pq.read_table(written)["_event_id"].to_pylist() == [f"t{i}" for i in range(count)]
+
+
+def _txn_table(count: int) -> pa.Table:
+    from features.schema import SourceValidator
+
+    source = definitions().sources["txns"]
+    now = now_us()
+    payloads = [
+        orjson.dumps(
+            {"txn_id": f"t{i}", "user_id": "u", "amount": 1.0, "merchant": None, "ts": now // 1000}
+        )
+        for i in range(count)
+    ]
+    events, _ = SourceValidator(source).validate(payloads)
+    return events_to_table(source, events, [now] * len(events))
+
+
+def test_log_sink_writes_full_buffers_in_the_background_and_waits_at_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Buffers past `FLUSH_ROWS` are written by the writer thread mid-epoch; the snapshot
+    returns only once every file is on disk, each row written once, in order."""
+    from pipelines.sinks import parquet_log
+
+    monkeypatch.setattr(parquet_log, "FLUSH_ROWS", 10)
+    table = _txn_table(57)
+    part = ParquetLogSink(tmp_path, ["w0"]).build_part("log", "w0", None)
+    for start in range(0, 57, 4):
+        part.write_batch([LogBatch("txns", table.slice(start, 4))])
+    seq = part.snapshot()
+    assert not part.writing
+    files = sorted(tmp_path.rglob("*.parquet"))
+    assert [f.name for f in files] == [f"w0-{i:08d}.parquet" for i in range(seq)]
+    assert seq == 5  # four full buffers of 12 rows, then the snapshot's 9
+    written = [pq.read_table(f)["_event_id"].to_pylist() for f in files]
+    assert [e for rows in written for e in rows] == [f"t{i}" for i in range(57)]
+
+
+def test_log_sink_raises_a_failed_background_write_at_the_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.sinks import parquet_log
+
+    monkeypatch.setattr(parquet_log, "FLUSH_ROWS", 10)
+    blocked = tmp_path / "log"
+    blocked.write_text("a file where the log's directory should be")
+    part = ParquetLogSink(blocked, ["w0"]).build_part("log", "w0", None)
+    part.write_batch([LogBatch("txns", _txn_table(12))])
+    with pytest.raises(OSError):
+        part.snapshot()
