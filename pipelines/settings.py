@@ -35,7 +35,7 @@ class PipelineSettings(BaseSettings):
     stream_maxlen: int | None = Field(
         default=None, ge=1, description="approximate MAXLEN trim on XADD (None: keep all)"
     )
-    read_count: int = Field(default=2000, ge=1, description="entries per XREAD per stream")
+    read_count: int = Field(default=5000, ge=1, description="entries per XREAD per stream")
     workers: int = Field(default=1, ge=1, description="Bytewax workers (threads) per process")
     epoch_seconds: int = Field(
         default=20, ge=1, description="snapshot interval; Parquet files roll per epoch"
