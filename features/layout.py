@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -25,6 +26,7 @@ import orjson
 from features.tiles import MIN_TS, EntityTiles, TileKey
 
 _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]+").fullmatch
+_FIRST = itemgetter(0)
 META_FIELD = "m"
 PENDING_FIELD = "p"
 TILE_PREFIX = "t:"
@@ -46,6 +48,22 @@ def entity_id(values: Sequence[Any]) -> str:
     return "|".join(
         text if _UNRESERVED(text) else quote(text, safe="") for text in map(str, values)
     )
+
+
+def plain_entity_ids(keys: Sequence[tuple[Any, ...]]) -> list[str] | None:
+    """`entity_id` of each of one source's keys (all of one width) when every key is one
+    plain string, its own id: one regex over the joined column, not a call per key; else
+    `None`.
+
+    >>> plain_entity_ids([("u1",), ("u-2",)]), plain_entity_ids([("a/b",)])
+    (['u1', 'u-2'], None)
+    """
+    if not keys or len(keys[0]) != 1:
+        return None
+    values = list(map(_FIRST, keys))
+    if set(map(type, values)) != {str} or _UNRESERVED("".join(values)) is None:
+        return None  # ("" is its own id too: it may sit among plain ones)
+    return values
 
 
 def entity_values(eid: str) -> list[str]:

@@ -8,7 +8,6 @@ of their source key (a stable crc32, never Python's `hash`).
 from __future__ import annotations
 
 import logging
-import re
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from itertools import compress, repeat
@@ -30,28 +29,11 @@ LEDGER_SHARDS = SHARDS  # part of the recovery state schema (`pipelines.shard_ke
 SHARD_CACHE = 500_000  # source keys whose shard the decoder remembers (then starts over)
 SCHEMA_STAGE = "schema"
 LATE_STAGE = "late"
-_FIRST = itemgetter(0)
-_PLAIN = re.compile(r"[A-Za-z0-9_.~-]+").fullmatch  # what `layout.entity_id` never quotes
 
 
 def shard_of(values: Any, shards: int) -> int:
     """The shard of a key tuple: crc32 of its entity id (stable across processes)."""
     return zlib.crc32(layout.entity_id(values).encode()) % shards
-
-
-def plain_entity_ids(keys: Sequence[tuple[Any, ...]]) -> list[str] | None:
-    """`layout.entity_id` of each key when every key is one plain string (its own entity
-    id: one regex over the joined column, not a call per key); else `None`.
-
-    >>> plain_entity_ids([("u1",), ("u-2",)]), plain_entity_ids([("a/b",)])
-    (['u1', 'u-2'], None)
-    """
-    if not keys or len(keys[0]) != 1:
-        return None
-    values = list(map(_FIRST, keys))
-    if set(map(type, values)) != {str} or _PLAIN("".join(values)) is None:
-        return None  # ("" is its own id too: it may sit among plain ones)
-    return values
 
 
 def _picker(rows: list[int]) -> Callable[[Sequence[Any]], list[Any]]:
@@ -140,7 +122,7 @@ class Decoder:
 
         Not remembered for float keys: `0.0 == -0.0` as dict keys, yet their ids differ.
         """
-        plain = plain_entity_ids(keys)
+        plain = layout.plain_entity_ids(keys)
         if plain is not None:
             crcs = np.fromiter(map(zlib.crc32, map(str.encode, plain)), np.int64, len(plain))
             return crcs % LEDGER_SHARDS

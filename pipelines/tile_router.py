@@ -13,7 +13,6 @@ from operator import attrgetter
 from typing import Any
 
 from features import layout
-from pipelines.decoding import plain_entity_ids
 from pipelines.plan import PlanSource
 from pipelines.records import AcceptedBatch, Position, TileInput
 from pipelines.shard_keys import BALANCED, SHARDS
@@ -61,7 +60,7 @@ class TileRouter:
                 # string keys are their own ids, checked for the whole column at once.
                 events = batch.events
                 keys = list(map(_KEY, events))
-                ids = plain_entity_ids(keys) or list(map(entity_id, keys))
+                ids = layout.plain_entity_ids(keys) or list(map(entity_id, keys))
                 entries = list(zip(ids, keys, events, positions, strict=True))
                 inp = shards.get(batch.shard)
                 if inp is None:

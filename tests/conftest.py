@@ -1,4 +1,9 @@
-"""Shared fixtures: a real `redis-server` on a free loopback port in a temporary directory."""
+"""Shared fixtures: a real `redis-server` on a free loopback port in a temporary directory.
+
+Hypothesis runs without its per-example deadline: on a shared 2-core machine a first
+example (imports, a flow's start) can take longer than 200 ms, and timing is not what
+these tests check.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,10 @@ from pathlib import Path
 
 import pytest
 import redis
+from hypothesis import settings
+
+settings.register_profile("rillet", deadline=None)
+settings.load_profile("rillet")
 
 
 def free_port() -> int:

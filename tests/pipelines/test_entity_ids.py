@@ -1,4 +1,4 @@
-"""Column-wise entity ids and shards (`decoding.plain_entity_ids`, the decoder's shards)
+"""Column-wise entity ids and shards (`layout.plain_entity_ids`, the decoder's shards)
 held equal to the per-key reference: `layout.entity_id` and `decoding.shard_of`."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from features import layout
 from features.model import Column, Source
-from pipelines.decoding import LEDGER_SHARDS, Decoder, plain_entity_ids, shard_of
+from pipelines.decoding import LEDGER_SHARDS, Decoder, shard_of
 from pipelines.plan import PlanSource
 from tests.pipelines.scenario import definitions
 
@@ -23,18 +23,18 @@ KEYS = st.integers(1, 2).flatmap(lambda width: st.lists(st.tuples(*[VALUE] * wid
 
 @given(KEYS)
 def test_plain_entity_ids_are_the_entity_ids_or_none(keys: list[tuple[Any, ...]]) -> None:
-    got = plain_entity_ids(keys)
+    got = layout.plain_entity_ids(keys)
     if got is not None:
         assert got == [layout.entity_id(key) for key in keys]
         assert all(len(key) == 1 and type(key[0]) is str for key in keys)
 
 
 def test_plain_entity_ids_take_every_plain_single_string_column() -> None:
-    assert plain_entity_ids([("u1",), ("",), ("a.b~c-d_e",)]) == ["u1", "", "a.b~c-d_e"]
-    assert plain_entity_ids([("",)]) is None  # nothing to match: the reference decides
-    assert plain_entity_ids([("u1", "i1")]) is None
-    assert plain_entity_ids([(1,)]) is None
-    assert plain_entity_ids([]) is None
+    assert layout.plain_entity_ids([("u1",), ("",), ("a.b~c-d_e",)]) == ["u1", "", "a.b~c-d_e"]
+    assert layout.plain_entity_ids([("",)]) is None  # nothing to match: the reference decides
+    assert layout.plain_entity_ids([("u1", "i1")]) is None
+    assert layout.plain_entity_ids([(1,)]) is None
+    assert layout.plain_entity_ids([]) is None
 
 
 @given(st.lists(st.one_of(TEXT, st.sampled_from(["u1", "u2", "u3"])), min_size=1))
