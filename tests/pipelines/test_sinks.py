@@ -222,15 +222,17 @@ def test_log_sink_writes_full_buffers_in_the_background_and_waits_at_snapshot(
     assert [e for rows in written for e in rows] == [f"t{i}" for i in range(57)]
 
 
-def test_log_sink_raises_a_failed_background_write_at_the_snapshot(
+def test_log_sink_raises_a_failed_background_write_to_the_flow(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A background write that fails is raised by the partition's next call that finds it
+    done, and at the latest by the snapshot: the epoch is never committed without it."""
     from pipelines.sinks import parquet_log
 
     monkeypatch.setattr(parquet_log, "FLUSH_ROWS", 10)
     blocked = tmp_path / "log"
     blocked.write_text("a file where the log's directory should be")
     part = ParquetLogSink(blocked, ["w0"]).build_part("log", "w0", None)
-    part.write_batch([LogBatch("txns", _txn_table(12))])
     with pytest.raises(OSError):
+        part.write_batch([LogBatch("txns", _txn_table(12))])
         part.snapshot()
