@@ -1,4 +1,5 @@
-"""Docstring examples of every module in `features/` are tests (STYLE: tiny examples that run)."""
+"""Docstring examples of every module of the three packages are tests (STYLE: tiny examples
+that run)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,14 @@ import pkgutil
 import pytest
 
 import features
+import pipelines
+import serving
 
-MODULES = sorted(info.name for info in pkgutil.walk_packages(features.__path__, prefix="features."))
+MODULES = sorted(
+    info.name
+    for package in (features, pipelines, serving)
+    for info in pkgutil.walk_packages(package.__path__, prefix=f"{package.__name__}.")
+)
 # The semantics core must carry runnable examples (STYLE: aggregations and tile math).
 MUST_HAVE_EXAMPLES = (
     "features.aggregations",
