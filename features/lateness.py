@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 Verdict = Literal["accept", "late", "duplicate"]
 ACCEPT: Verdict = "accept"
@@ -37,17 +37,10 @@ class KeyLedger:
     prune_at: int = 64
 
     def judge(self, ts: int, eid: Any, lateness: int) -> Verdict:
-        """Judge one event and, if accepted, remember it (the rule `judge_events` inlines)."""
-        if self.max_ts is not None and ts < self.max_ts - lateness:
-            return LATE
-        if eid in self.seen:
-            return DUPLICATE
-        self.seen[eid] = ts
-        if self.max_ts is None or ts > self.max_ts:
-            self.max_ts = ts
-        if len(self.seen) > self.prune_at:
-            self._prune(lateness)
-        return ACCEPT
+        """Judge one event and, if accepted, remember it (`judge_events` of one event: the
+        rule is written once)."""
+        accepted, late = judge_events({None: self}, (_Single(None, ts, eid),), lateness)
+        return ACCEPT if accepted else LATE if late else DUPLICATE
 
     def _prune(self, lateness: int) -> None:
         if self.max_ts is None:
@@ -55,6 +48,14 @@ class KeyLedger:
         horizon = self.max_ts - lateness
         self.seen = {eid: ts for eid, ts in self.seen.items() if ts >= horizon}
         self.prune_at = max(64, 2 * len(self.seen))
+
+
+class _Single(NamedTuple):
+    """One event as `judge_events` reads it."""
+
+    key: Any
+    ts: int
+    eid: Any
 
 
 class Judged(Protocol):
@@ -84,7 +85,7 @@ def judge_events(
     accepted: list[int] = []
     late: list[int] = []
     accept, reject_late, get = accepted.append, late.append, ledgers.get
-    # `KeyLedger.judge` inlined (the hot loop of the judge step): keep the two in step.
+    # The hot loop of the judge step: one pass, the rule inlined (`KeyLedger.judge` calls it).
     for i, event in enumerate(events):
         key = event.key
         ledger = get(key)

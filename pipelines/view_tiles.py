@@ -30,7 +30,7 @@ from pipelines.plan import ViewRoute
 from pipelines.records import Position
 from pipelines.sinks import tile_commands as cmd
 from pipelines.sinks.redis_bulk import pack_one
-from pipelines.sinks.redis_tiles import expiry_bucket_ms, key_bulks, meta_heads
+from pipelines.sinks.redis_tiles import expiry_bucket_ms, meta_heads
 from pipelines.tile_batches import Batch, Changes, objects, select
 from pipelines.tile_loads import load_stored
 from pipelines.tile_slots import TileSlots
@@ -113,12 +113,12 @@ class ViewTiles:
         eids: Sequence[str],
         keys: Sequence[tuple[Any, ...]],
         shards: Array,
-        bulks: list[bytes] | None = None,
+        bulks: list[bytes],
     ) -> Array:
         """Cache new, empty entities (not in Redis, or to be replaced); returns their numbers.
 
-        Their RESP keys (`bulks`, when the caller has built them) and `m` heads are built
-        for the whole batch at once, and kept per entity number for `encode` to take."""
+        Their RESP keys (`bulks`, built by the caller to read them: `key_bulks`) and `m`
+        heads are kept per entity number for `encode` to take."""
         n = len(eids)
         reuse = min(n, len(self.free))
         ents = self.free[len(self.free) - reuse :]
@@ -127,8 +127,6 @@ class ViewTiles:
         self.top += n - reuse
         self._grow(self.top)
         out = np.array(ents, dtype=np.int64)
-        if bulks is None:
-            bulks = key_bulks(self.project, self.route.view.name, eids)
         self.eids[out] = objects(list(eids))
         self.keys[out] = objects(list(keys))
         self.key_bulk[out] = objects(bulks)
@@ -178,10 +176,10 @@ class ViewTiles:
         keys: Sequence[tuple[Any, ...]],
         shards: Array,
         replies: list[Any],
-        bulks: list[bytes] | None = None,
+        bulks: list[bytes],
     ) -> None:
         """Cache entities from their `HGETALL` replies (RESP3 maps or RESP2 lists; empty: new);
-        `bulks` are their RESP keys, if the caller built them to read them."""
+        `bulks` are their RESP keys, which the caller built to read them."""
         ents = self.add(eids, keys, shards, bulks)
         empty = np.fromiter(map(operator.not_, replies), bool, len(replies))
         self.fresh[ents[empty]] = True

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     import redis
 
 pack_one: Any = hiredis.pack_command  # one command tuple → RESP bytes
-_pack = pack_one
 _MORE = object()  # what the reader returns while a reply is incomplete
 
 
@@ -53,23 +52,15 @@ def _raise_errors(replies: Sequence[Any], what: str) -> None:
     if not any(map(isinstance, replies, repeat(hiredis.ReplyError))):  # C-level: the usual case
         return
     errors = [str(r) for r in replies if isinstance(r, hiredis.ReplyError)]
-    if errors:
-        msg = f"Redis rejected {len(errors)} of {len(replies)} {what}; first: {errors[0]}"
-        raise StorageError(msg)
+    msg = f"Redis rejected {len(errors)} of {len(replies)} {what}; first: {errors[0]}"
+    raise StorageError(msg)
 
 
 def call_raw(client: redis.Redis, *command: Any) -> Any:
     """One command's reply as hiredis parses it (nested lists / maps of bytes)."""
-    replies = _round_trip(client, _pack(command), 1)
+    replies = _round_trip(client, pack_one(command), 1)
     _raise_errors(replies, f"{command[0]} command(s)")
     return replies[0]
-
-
-def fetch_raw(client: redis.Redis, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-    """The replies of `commands`, sent in one round trip."""
-    if not commands:
-        return []
-    return fetch_packed(client, b"".join(map(_pack, commands)), len(commands))
 
 
 def fetch_packed(client: redis.Redis, payload: bytes | memoryview, count: int) -> list[Any]:

@@ -97,8 +97,9 @@ def keyed_streams(draw: st.DrawFn) -> tuple[list[Keyed], int]:
 def test_judge_events_equals_judging_each_event(
     stream: tuple[list[Keyed], int], prune_at: int, started: set[str]
 ) -> None:
-    """The batch loop inlines `KeyLedger.judge`: same verdicts, same ledgers after, pruning
-    included (some keys start with a ledger of a low threshold, the rest fresh)."""
+    """A batch is judged as its events one at a time (`KeyLedger.judge`): same verdicts,
+    same ledgers after, pruning included (some keys start with a ledger of a low threshold,
+    the rest fresh)."""
     events, lateness = stream
     start = {(k,): KeyLedger(prune_at=prune_at) for k in sorted(started)}
     ledgers = deepcopy(start)
