@@ -36,6 +36,9 @@ class Batch:
     rows: list[Mapping[str, Any]]  # the events' rows (for pending records)
     major: Array
     minor: Array
+    # What the views of a group work out alike from this batch (`view_tiles`), kept for
+    # the next view: the batch is theirs to share and nobody changes it.
+    shared: dict[Any, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

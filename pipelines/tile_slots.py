@@ -3,7 +3,9 @@
 `features.tile_columns.TileColumns` holds the states, one row per tile; this module gives
 each tile its row. Tiles are aligned, so a batch touches only a few tile starts: rows are
 found per start (`bucket`, entity number → row) with one C-level dict lookup per event,
-and a whole start is dropped at once when no window reads it any more.
+and a whole start is dropped at once when no window reads it any more. Each entity's
+newest tile seen is also remembered in arrays (`last_start`, `last_row`): an event in that
+tile, the usual case for the coarser sizes, gets its row with numpy, without a lookup.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from features.tile_columns import TileColumns
 from features.tiles import CompiledFeature
 
 Array = np.ndarray[Any, Any]
+NO_TILE = -(2**63)  # `last_start` of an entity without a remembered tile
 
 
 class TileSlots:
@@ -32,20 +35,63 @@ class TileSlots:
         self.free: list[int] = []
         self.used = 0  # rows ever handed out (the free ones included)
         self.start_of = np.zeros(0, dtype=np.int64)  # row → its tile start
+        # Per entity number: a tile it holds (`buckets[last_start[e]][e] == last_row[e]`),
+        # its newest seen; NO_TILE: none remembered.
+        self.last_start = np.zeros(0, dtype=np.int64)
+        self.last_row = np.zeros(0, dtype=np.int64)
+
+    def taken(
+        self, cutoff: int, ts: Array, event_ids: Array, values: Mapping[str, Array]
+    ) -> tuple[Array, Array, Array, Array, Mapping[str, Array]]:
+        """The events these tiles take (positions) and their starts, times, ids and values:
+        those giving a feature a value, in a tile some window still reads (from `cutoff`)."""
+        starts = ts - ts % self.g
+        # A tile no window reads at any time from now on is never created.
+        at = np.flatnonzero(self.columns.touches(values, len(ts)) & (starts >= cutoff))
+        if len(at) == len(ts):
+            return at, starts, ts, event_ids, values
+        return at, starts[at], ts[at], event_ids[at], {c: v[at] for c, v in values.items()}
 
     def rows(self, ents: Array, starts: Array) -> Array:
-        """The row of each (entity, tile start); tiles not seen yet get empty rows."""
+        """The row of each (entity, tile start); tiles not seen yet get empty rows.
+
+        Rows are handed out as `_lookup` alone would: the events in a remembered tile skip
+        it, and their tiles exist, so they never take a row."""
+        if not len(ents):
+            return np.empty(0, dtype=np.int64)
+        self._room(ents)
+        hit = self.last_start[ents] == starts
+        if hit.all():
+            return self.last_row[ents]
+        if not hit.any():
+            return self._lookup(ents, starts)
+        out = self.last_row[ents]
+        rest = np.flatnonzero(~hit)
+        out[rest] = self._lookup(ents[rest], starts[rest])
+        return out
+
+    def _room(self, ents: Array) -> None:
+        """Make room to remember a tile of each of `ents` (entity numbers)."""
+        top = int(ents.max()) + 1
+        if top > len(self.last_start):
+            size = max(top, 2 * len(self.last_start), 1024)
+            self.last_start = grown(self.last_start, size, NO_TILE)
+            self.last_row = grown(self.last_row, size, 0)
+
+    def _lookup(self, ents: Array, starts: Array) -> Array:
+        """`rows` through the buckets; remembers each entity's newest tile met."""
         out = np.empty(len(ents), dtype=np.int64)
         order = np.argsort(starts, kind="stable")
         ordered = starts[order]
         edges = np.flatnonzero(np.diff(ordered)) + 1
+        # Ascending starts: an entity's newest tile here is remembered last.
         for at in np.split(order, edges) if len(order) else ():
             start = int(starts[at[0]])
             bucket = self.buckets.get(start)
             if bucket is None:
                 bucket = self.buckets[start] = {}
             listed = ents[at].tolist()
-            found = list(map(bucket.get, listed))
+            found: list[Any] = list(map(bucket.get, listed))
             if None in found:
                 unseen = (
                     listed
@@ -53,28 +99,36 @@ class TileSlots:
                     else list(compress(listed, map(is_, found, repeat(None))))
                 )
                 new = list(dict.fromkeys(unseen))
-                taken = self._take(len(new), start).tolist()
+                taken = self._take(len(new), start)
                 bucket.update(zip(new, taken, strict=True))
                 # Each event a new, distinct tile (the usual case): rows in the events' order.
                 if len(new) < len(listed):
                     taken = list(map(bucket.__getitem__, listed))
                 found = taken
             out[at] = found
+            owners = ents[at]
+            newer = self.last_start[owners] < start
+            if newer.any():
+                # An entity's events in one tile share its row: repeats write the same.
+                self.last_start[owners[newer]] = start
+                self.last_row[owners[newer]] = out[at[newer]]
         return out
 
-    def _take(self, count: int, start: int) -> Array:
+    def _take(self, count: int, start: int) -> list[int]:
         """`count` empty rows for tiles starting at `start` (freed rows first)."""
         reuse = min(count, len(self.free))
         rows = self.free[len(self.free) - reuse :]
         del self.free[len(self.free) - reuse :]
-        fresh = np.arange(self.used, self.used + count - reuse, dtype=np.int64)
+        first = self.used
         self.used += count - reuse
         self.columns.ensure(self.used)
         if self.used > len(self.start_of):
             self.start_of = grown(self.start_of, self.columns.capacity, 0)
-        taken = np.concatenate([np.array(rows, dtype=np.int64), fresh])
-        self.start_of[taken] = start
-        return taken
+        self.start_of[first : self.used] = start
+        if rows:
+            self.start_of[rows] = start
+        rows += range(first, self.used)
+        return rows
 
     def _release(self, rows: list[int]) -> None:
         if rows:
@@ -88,11 +142,15 @@ class TileSlots:
             bucket = self.buckets.pop(start)
             self._release(list(bucket.values()))
             dropped.append((start, list(bucket)))
+        if dropped:
+            self.last_start[self.last_start < cutoff] = NO_TILE
         return dropped
 
     def forget(self, ents: Iterable[int]) -> None:
         """Drop every tile of these entities (evicted: Redis still holds them)."""
         gone = set(ents)
+        known = [e for e in gone if e < len(self.last_start)]
+        self.last_start[np.array(known, dtype=np.int64)] = NO_TILE
         freed: list[int] = []
         for start in list(self.buckets):
             bucket = self.buckets[start]

@@ -223,24 +223,32 @@ class ViewTiles:
             self._fold(ents[now_], ts[now_], batch.event_ids[now_],
                        {c: v[now_] for c, v in batch.values.items()}, now, changes)  # fmt: skip
         else:
-            self._fold(ents, ts, batch.event_ids, batch.values, now, changes)
+            self._fold(ents, ts, batch.event_ids, batch.values, now, changes, batch.shared)
         return int(ts.max())
 
     def _mark(self, batch: Batch, ents: Array, changes: Changes) -> None:
         """Record the newest position applied per (entity, stream): positions grow within a
         stream, so it is the entity's last event of that stream."""
-        pair = ents * len(batch.streams) + batch.stream
-        last = len(pair) - 1 - np.unique(pair[::-1], return_index=True)[1]
-        stream, marked = batch.stream[last], ents[last]
-        major, minor = batch.major[last], batch.minor[last]
-        for s, name in enumerate(batch.streams):
-            at = np.flatnonzero(stream == s)
-            if not len(at):
-                continue
+        found = batch.shared.get("marks")
+        if found is None:
+            # Which events are last of their (entity, stream) does not hang on the numbers
+            # a view gives its entities: the first view of a group works it out for all.
+            pair = ents * len(batch.streams) + batch.stream
+            last = len(pair) - 1 - np.unique(pair[::-1], return_index=True)[1]
+            stream, major, minor = batch.stream[last], batch.major[last], batch.minor[last]
+            per_stream = []
+            for s, name in enumerate(batch.streams):
+                at = np.flatnonzero(stream == s)
+                if len(at):
+                    top = int(major[at].max())
+                    position = (top, int(minor[at][major[at] == top].max()))
+                    per_stream.append((name, at, major[at], minor[at], position))
+            found = batch.shared["marks"] = (last, stream, major, minor, per_stream)
+        last, stream, major, minor, per_stream = found
+        marked = ents[last]
+        for name, at, majors, minors, position in per_stream:
             held = self.marks_of(name)
-            held[0][marked[at]], held[1][marked[at]] = major[at], minor[at]
-            top = int(major[at].max())
-            position = (top, int(minor[at][major[at] == top].max()))
+            held[0][marked[at]], held[1][marked[at]] = majors, minors
             if name not in self.stream_top or position > self.stream_top[name]:
                 self.stream_top[name] = position
         changes.marks.append((batch.streams, stream, marked, major, minor))
@@ -251,7 +259,9 @@ class ViewTiles:
         A stream whose first event here is past every mark this cache holds for it (the
         marks of uncached entities are read with them) cannot replay anything."""
         keep = None
-        _, firsts = np.unique(batch.stream, return_index=True)
+        firsts = batch.shared.get("firsts")
+        if firsts is None:
+            firsts = batch.shared["firsts"] = np.unique(batch.stream, return_index=True)[1]
         for first in firsts.tolist():
             s = int(batch.stream[first])
             name = batch.streams[s]
@@ -276,19 +286,27 @@ class ViewTiles:
         values: Mapping[str, Array],
         now: int,
         changes: Changes,
+        shared: dict[Any, Any] | None = None,
     ) -> None:
+        """Fold events into their tiles. `shared` (a whole batch's, else None) keeps for the
+        next view of the group the events each tile size takes, which hang only on the
+        events, the columns the size reads and the oldest start a window reads."""
         if not len(ents):
             return
         np.maximum.at(self.folded, ents, ts)
         for g, slot in self.slots.items():
-            starts = ts - ts % g
-            # A tile no window reads at any time from now on is never created.
-            take = slot.columns.touches(values, len(ents)) & (starts >= now - self.horizon[g])
-            at = np.flatnonzero(take)
+            cutoff = now - self.horizon[g]
+            key = (g, slot.columns.columns, slot.columns.always, cutoff)
+            taken = None if shared is None else shared.get(key)
+            if taken is None:
+                taken = slot.taken(cutoff, ts, event_ids, values)
+                if shared is not None:
+                    shared[key] = taken
+            at, starts, times, ids, picked = taken
             if not len(at):
                 continue
-            rows = slot.rows(ents[at], starts[at])
-            slot.columns.fold(rows, ts[at], event_ids[at], {c: v[at] for c, v in values.items()})
+            rows = slot.rows(ents[at], starts)
+            slot.columns.fold(rows, times, ids, picked)
             changes.tiles.setdefault(g, []).append((ents[at], rows))
 
     def fold_due(self, now: int, changes: Changes) -> None:
