@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.aggregations import Count, First, Last, LastN, Max, Mean, Min, Stddev, Sum
-from features.json_columns import Piece, join_present, texts, triple, triple_pieces
+from features.json_columns import Piece, concat, grouped, texts, triple_pieces
 from features.tiles import CompiledFeature
 
 Array = np.ndarray[Any, Any]
@@ -325,15 +325,24 @@ class _LastN(_Feature):
             getattr(self, f"v{j}")[row] = v
 
     def pieces(self, rows: Array) -> list[Piece]:
-        k = pa.array(self.k[rows])
-        items = []
+        # The entries row after row, newest first: one triple each, grouped into rows.
+        k = self.k[rows]
+        total = int(k.sum())
+        if not total:
+            return [pa.array([b"[]"] * len(rows), pa.binary())]
+        ends = np.cumsum(k)
+        slot = np.arange(total) - np.repeat(ends - k, k)
+        at = np.repeat(rows, k)
+        ts, e, v = np.empty(total, np.int64), np.empty(total, object), np.empty(total, self.kind)
         for j in range(self.size):
-            entry = triple(
-                getattr(self, f"ts{j}")[rows], getattr(self, f"e{j}")[rows],
-                getattr(self, f"v{j}")[rows],
-            )  # fmt: skip
-            items.append(pc.if_else(pc.greater(k, j), entry, pa.scalar(None, pa.binary())))
-        return [b"[", join_present(items, b","), b"]"]
+            pick = np.flatnonzero(slot == j)
+            ts[pick] = getattr(self, f"ts{j}")[at[pick]]
+            e[pick] = getattr(self, f"e{j}")[at[pick]]
+            v[pick] = getattr(self, f"v{j}")[at[pick]]
+        last = np.zeros(total, dtype=bool)
+        last[ends[k > 0] - 1] = True
+        comma = pc.if_else(pa.array(last), b"", b",")
+        return [b"[", grouped(concat(*triple_pieces(ts, e, v), comma), k), b"]"]
 
 
 class _Stddev(_Feature):

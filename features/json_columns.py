@@ -28,6 +28,7 @@ Array = np.ndarray[Any, Any]
 Piece: TypeAlias = bytes | pa.Array
 _join = pc.binary_join_element_wise
 _STRINGS = {str, type(None)}
+_COMMA, _QUOTE = ord(","), ord('"')
 SMALL = 4096  # ints below this are written by a lookup
 _ESCAPED = r'["\\\x00-\x1f]'  # what orjson escapes in a string: quote, backslash, controls
 
@@ -41,21 +42,23 @@ def _dump(value: Any) -> bytes:
 
 
 def texts(values: Array) -> pa.Array:
-    """The JSON text of each value, as orjson writes it: floats and strings from one
-    `orjson.dumps` of the whole column, split; ints by a lookup or an Arrow cast.
+    """The JSON text of each value, as orjson writes it: small ints by a lookup; other
+    numbers and plain strings from one `orjson.dumps` of the whole column, cut apart with
+    numpy; other values one by one.
 
     >>> texts(np.array([1.0, 2.5, 1e20])).to_pylist(), texts(np.array([-3, 7])).to_pylist()
     ([b'1.0', b'2.5', b'1e+20'], [b'-3', b'7'])
     """
-    kind = values.dtype.kind
-    if kind in "iu":
-        if len(values) and values.min() >= 0 and values.max() < SMALL:
-            return _small_ints().take(pa.array(values))  # counts, lengths: a lookup, not a cast
-        return pc.cast(pa.array(values), pa.string()).cast(pa.binary())
-    if values.dtype == np.float64 and len(values):
-        # No float's text holds a comma (NaN and infinities are written `null`).
-        listed = orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)
-        return pa.array(listed[1:-1].split(b","), pa.binary())
+    if not len(values):
+        return pa.array([], pa.binary())
+    if values.dtype.kind in "iu" and values.min() >= 0 and values.max() < SMALL:
+        return _small_ints().take(pa.array(values))  # counts, lengths: a lookup, not a cut
+    if values.dtype.kind in "iu" or values.dtype == np.float64:
+        # No number's text holds a comma (NaN and infinities are written `null`).
+        numbers = np.ascontiguousarray(values, values.dtype.newbyteorder("="))
+        listed = orjson.dumps(numbers, option=orjson.OPT_SERIALIZE_NUMPY)
+        text = np.frombuffer(listed, np.uint8)[1:-1]
+        return _cut(text, np.flatnonzero(text == _COMMA), len(values))
     items = values.tolist()
     kinds = set(map(type, items))
     if kinds == {str}:
@@ -72,6 +75,19 @@ def texts(values: Array) -> pa.Array:
         return pa.array(list(map(_dump, items)), pa.binary())
 
 
+def _cut(text: Array, commas: Array, n: int) -> pa.Array:
+    """The `n` values of `text` (bytes) separated by the single bytes at `commas`, as a
+    binary array: the separators dropped, the values left in place (no copy per value)."""
+    offsets = np.empty(n + 1, np.int32)
+    offsets[0] = 0
+    offsets[1:-1] = commas - np.arange(len(commas))
+    offsets[-1] = len(text) - len(commas)
+    keep = np.ones(len(text), dtype=bool)
+    keep[commas] = False
+    data = text[keep]
+    return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
 def _split_strings(items: list[str]) -> pa.Array | None:
     """Strings as orjson writes them, cut out of one dump of the list; None when a string
     holds a quote (its escaped quote could fake or hide a boundary) or orjson refuses one.
@@ -85,10 +101,13 @@ def _split_strings(items: list[str]) -> pa.Array | None:
         listed = orjson.dumps(items)
     except TypeError:  # a lone surrogate
         return None
-    if listed.count(b'"') != 2 * len(items):
+    text = np.frombuffer(listed, np.uint8)[1:-1]
+    quotes = np.flatnonzero(text == _QUOTE)
+    if len(quotes) != 2 * len(items):
         return None  # a quote inside a string
-    # With quotes only around each string, every `","` is a boundary between two.
-    return _join(b'"', pa.array(listed[2:-2].split(b'","'), pa.binary()), b'"', b"")
+    # With quotes only around each string, the byte after each closing quote but the
+    # last is the comma between two.
+    return _cut(text, quotes[1:-1:2] + 1, len(items))
 
 
 @cache
@@ -152,3 +171,25 @@ def join_present(parts: Sequence[pa.Array], separator: bytes) -> pa.Array:
     led = [_join(separator, part, b"") for part in parts]
     whole = _join(*led, b"", null_handling="replace", null_replacement="").cast(pa.string())
     return pc.utf8_slice_codeunits(whole, len(separator)).cast(pa.binary())
+
+
+def grouped(values: pa.Array, counts: Array) -> pa.Array:
+    """Runs of consecutive values joined: row i is the concatenation of the next `counts[i]`
+    values ("" for none). The runs are adjacent in the data buffer, so nothing is copied.
+
+    >>> grouped(pa.array([b"a", b"b", b"c"]), np.array([2, 0, 1])).to_pylist()
+    [b'ab', b'', b'c']
+    """
+    values = values.cast(pa.binary())
+    if len(values) == len(counts) and (counts == 1).all():
+        return values
+    if values.null_count or counts.sum() != len(values):
+        msg = "grouped takes values without nulls, as many as the counts add up to"
+        raise ValueError(msg)
+    if not len(values):
+        values = pa.array([b""], pa.binary())  # buffers to point into
+    _, offsets, data = values.buffers()
+    at = np.frombuffer(offsets, np.int32, len(values) + 1, 4 * values.offset)
+    ends = np.zeros(len(counts) + 1, np.int64)
+    np.cumsum(counts, out=ends[1:])
+    return pa.Array.from_buffers(pa.binary(), len(counts), [None, pa.py_buffer(at[ends]), data])

@@ -13,6 +13,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from features.json_columns import Piece, concat, grouped
 from pipelines.sinks import tile_commands as cmd
 from pipelines.sinks.redis_tiles import bulk
 from pipelines.tile_batches import Changes
@@ -25,70 +26,91 @@ Array = np.ndarray[Any, Any]
 
 def encode_changes(view: ViewTiles, changes: Changes) -> tuple[list[cmd.Parts], int, list[str]]:
     """The commands writing every entity a flush changed (one `HSET` each, plus `DEL` and
-    `PEXPIREAT` where due): parts, their reply count, and the entities new to Redis."""
+    `PEXPIREAT` where due): parts, their reply count, and the entities new to Redis.
+
+    Every kind of field is built in entity order, so one join puts each entity's commands
+    in a row (`cmd.entity_commands`) and the parts are that one array, in order."""
     if not changes.ents:
         return [], 0, []
-    ents = np.unique(np.concatenate(changes.ents))
+    ents = _distinct(np.concatenate(changes.ents), len(view.max_ts))
+    n = len(ents)
     keys = pa.array(view.key_bulk[ents], pa.binary())  # built when cached (`ViewTiles.add`)
-    parts: list[cmd.Parts] = []
-    fields = np.ones(len(ents), dtype=np.int64)  # `m`
+    groups: list[Piece] = []
+    fields = np.ones(n, dtype=np.int64)  # `m`
     for g, pairs in changes.tiles.items():
         rows = np.concatenate([r for _, r in pairs])
         owners = np.concatenate([e for e, _ in pairs])
-        rows, first = np.unique(rows, return_index=True)
-        owner = np.searchsorted(ents, owners[first])
+        # One sort dedups the tiles and puts them in entity order.
+        span = np.int64(view.slots[g].columns.capacity + 1)
+        tiles = _distinct(owners * span + rows)
+        rows = tiles % span
+        counts = np.bincount(np.searchsorted(ents, tiles // span), minlength=n)
         slot = view.slots[g]
-        data = cmd.tile_fields(g, slot.start_of[rows], slot.columns.pieces(rows))
-        parts.append(cmd.Parts(data, owner, cmd.FIELD))
-        fields += np.bincount(owner, minlength=len(ents))
+        pieces = cmd.tile_field_pieces(g, slot.start_of[rows], slot.columns.pieces(rows))
+        groups += _one_each(pieces, counts)
+        fields += counts
     if changes.marks:
         names, marked, major, minor = _mark_pairs(view, changes.marks)
-        owner = np.searchsorted(ents, marked)
-        parts.append(cmd.Parts(cmd.mark_fields(names, major, minor), owner, cmd.MARK))
-        fields += np.bincount(owner, minlength=len(ents))
+        counts = np.bincount(np.searchsorted(ents, marked), minlength=n)
+        groups += _one_each(cmd.mark_field_pieces(names, major, minor), counts)
+        fields += counts
     heads = pa.array(view.heads[ents], pa.binary())
-    meta = cmd.meta_fields(heads, view.max_ts[ents], view.folded[ents])
-    holds = np.zeros(len(ents), dtype=bool)
+    groups += cmd.meta_pieces(heads, view.max_ts[ents], view.folded[ents])
+    holds = np.zeros(n, dtype=bool)
     if view.pending:
-        holds = np.fromiter(map(view.pending.__contains__, ents.tolist()), bool, len(ents))
+        holds = np.fromiter(map(view.pending.__contains__, ents.tolist()), bool, n)
     pend = view.stored_pending[ents] | holds
     if pend.any():
-        with_p = np.flatnonzero(pend)
         texts = [
-            cmd.pending_field(orjson.dumps(view.pending.get(e, []))) for e in ents[with_p].tolist()
+            cmd.pending_field(orjson.dumps(view.pending.get(e, []))) for e in ents[pend].tolist()
         ]
-        meta = meta.to_pylist()
-        for i, text in zip(with_p.tolist(), texts, strict=True):
-            meta[i] += text
-        meta = pa.array(meta, pa.binary())
-        fields[with_p] += 1
+        groups.append(grouped(pa.array(texts, pa.binary()), pend.astype(np.int64)))
+        fields += pend
         view.stored_pending[ents] = holds
-    parts.append(cmd.Parts(meta, np.arange(len(ents)), cmd.META))
-    parts.append(cmd.Parts(cmd.headers(keys, fields), np.arange(len(ents)), cmd.HEADER))
-    count = len(ents)
+    count = n
     reset = np.flatnonzero(view.reset[ents])
     if len(reset):
-        parts.append(cmd.Parts(cmd.deletes(keys.take(pa.array(reset))), reset, cmd.DELETE))
         view.reset[ents[reset]] = False
         count += len(reset)
     expire = (view.max_ts[ents] + view.ttl) // 1000
     moved = np.flatnonzero(expire > view.expire_at[ents])
+    at = -((-expire[moved]) // view.bucket_ms) * view.bucket_ms
     if len(moved):
         # set again only past the bucket set before (rounded up to it)
-        at = -((-expire[moved]) // view.bucket_ms) * view.bucket_ms
         view.expire_at[ents[moved]] = at
-        parts.append(cmd.Parts(cmd.expires(keys.take(pa.array(moved)), at), moved, cmd.EXPIRE))
         count += len(moved)
+    data = cmd.entity_commands(keys, fields, groups, reset, (moved, at))
     fresh = ents[view.fresh[ents]]
     view.fresh[fresh] = False
-    return parts, count, view.eids[fresh].tolist()
+    return [cmd.Parts(data, np.arange(n), cmd.HEADER)], count, view.eids[fresh].tolist()
+
+
+def _one_each(pieces: list[Piece], counts: Array) -> list[Piece]:
+    """Pieces of field-value pairs in entity order, `counts[i]` of them for entity `i`, as
+    pieces of the entities' rows: as they are when each has one, else joined and grouped."""
+    if (counts == 1).all():
+        return pieces
+    return [grouped(concat(*pieces), counts)]
+
+
+def _distinct(values: Array, bound: int = 0) -> Array:
+    """The distinct values (ints, below `bound` if given), ascending: by a mark per value
+    when `bound` is small, else by a sort (`np.unique` hashes: several times slower)."""
+    if 0 < bound <= 32 * len(values):
+        seen = np.zeros(bound, dtype=bool)
+        seen[values] = True
+        return np.flatnonzero(seen)
+    ordered = np.sort(values)
+    edges = np.ones(len(ordered), dtype=bool)
+    edges[1:] = ordered[1:] != ordered[:-1]
+    return ordered[edges]
 
 
 def _mark_pairs(
     view: ViewTiles, marks: list[tuple[list[str], Array, Array, Array, Array]]
-) -> tuple[pa.Array, Array, Array, Array]:
-    """The marks to write, one per (entity, stream), the last recorded winning; with
-    their field names (RESP bulk strings)."""
+) -> tuple[Piece, Array, Array, Array]:
+    """The marks to write, one per (entity, stream), the last recorded winning, in entity
+    order; with their field names (RESP bulk strings; one for all when all are alike)."""
     streams = list(dict.fromkeys(name for entry in marks for name in entry[0]))
     number = {name: i for i, name in enumerate(streams)}
     stream = np.concatenate(
@@ -97,9 +119,16 @@ def _mark_pairs(
     marked = np.concatenate([e for _, _, e, _, _ in marks])
     major = np.concatenate([m for _, _, _, m, _ in marks])
     minor = np.concatenate([m for _, _, _, _, m in marks])
-    if len(marks) > 1:
-        pair = marked * len(streams) + stream
-        last = len(pair) - 1 - np.unique(pair[::-1], return_index=True)[1]
+    if len(marks) > 1 or (len(marked) > 1 and (marked[1:] < marked[:-1]).any()):
+        # Sorted by (entity, stream, position): each pair's last recorded ends its run.
+        size = len(marked)
+        key = np.sort((marked * len(streams) + stream) * size + np.arange(size))
+        pair = key // size
+        ends = np.ones(size, dtype=bool)
+        ends[:-1] = pair[1:] != pair[:-1]
+        last = key[ends] % size
         stream, marked, major, minor = stream[last], marked[last], major[last], minor[last]
+    if len(stream) and stream.min() == stream.max():
+        return bulk(f"o:{streams[stream[0]]}".encode()), marked, major, minor
     bulks = pa.array([bulk(f"o:{name}".encode()) for name in streams], pa.binary())
     return bulks.take(pa.array(stream)), marked, major, minor

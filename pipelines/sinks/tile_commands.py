@@ -3,9 +3,10 @@
 Each written entity gets one `HSET` (docs/storage.md): its changed tiles, `m`, its replay
 marks `o:<stream>` and `p` when events are pending (or `[]` once folded), so one command
 moves it from one consistent state to the next. Its parts are built column-wise, one
-array per kind of part, then put in command order with one `take`: the result's data
-buffer is the whole batch's RESP, sent as is. Every command has a one-line reply, which
-`redis_writer.TileConnection` relies on.
+array per kind of part, each in entity order; `grouped` lines a kind's runs up with the
+entities without a copy, and one element-wise join puts every entity's commands (`DEL`,
+`HSET`, `PEXPIREAT`) in a row: the result's data buffer is the whole batch's RESP, sent
+as is. Every command has a one-line reply, which `redis_writer.TileConnection` relies on.
 
 >>> import numpy as np
 >>> bytes(assemble([Parts(pa.array([b"*1\\r\\n"]), np.array([0]), 0)]))
@@ -14,7 +15,7 @@ b'*1\\r\\n'
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.json_columns import Piece, concat, texts
+from features.json_columns import Piece, concat, grouped, texts
 
 Array = np.ndarray[Any, Any]
 
@@ -63,14 +64,44 @@ def assemble(parts: Sequence[Parts]) -> memoryview:
     parts = [p for p in parts if len(p.owner)]
     if not parts:
         return memoryview(b"")
+    if len(parts) == 1 and (parts[0].owner[1:] >= parts[0].owner[:-1]).all():
+        return _data(parts[0].data)  # in order already (`entity_commands`)
     data = pa.concat_arrays([p.data.cast(pa.binary()) for p in parts])
     owner = np.concatenate([p.owner for p in parts])
     kind = np.concatenate([np.full(len(p.owner), p.kind) for p in parts])
     order = np.lexsort((np.arange(len(owner)), kind, owner))
-    ordered = data.take(pa.array(order))
-    offsets = np.frombuffer(ordered.buffers()[1], dtype=np.int32)
-    offsets = offsets[ordered.offset : ordered.offset + len(ordered) + 1]
-    return memoryview(ordered.buffers()[2])[offsets[0] : offsets[-1]]
+    return _data(data.take(pa.array(order)))
+
+
+def _data(values: pa.Array) -> memoryview:
+    """The bytes of a binary array's values, end to end."""
+    values = values.cast(pa.binary())
+    offsets = np.frombuffer(values.buffers()[1], np.int32, len(values) + 1, 4 * values.offset)
+    return memoryview(values.buffers()[2])[offsets[0] : offsets[-1]]
+
+
+def entity_commands(
+    keys: pa.Array,
+    fields: Array,
+    groups: Sequence[Piece],
+    deleted: Array | None = None,
+    expire_at: tuple[Array, Array] | None = None,
+) -> pa.Array:
+    """Each entity's commands in one row: `DEL` where `deleted`, its `HSET` of `fields`
+    field-value pairs (`groups`: each entity's pairs, pieces of one join), `PEXPIREAT`
+    where given (`expire_at`: entity positions, ascending, and times)."""
+    pieces: list[Piece] = []
+    if deleted is not None and len(deleted):
+        counts = np.zeros(len(keys), np.int64)
+        counts[deleted] = 1
+        pieces.append(grouped(deletes(keys.take(pa.array(deleted))), counts))
+    pieces += [b"*", texts(2 + 2 * fields), b"\r\n$4\r\nHSET\r\n", keys, *groups]
+    if expire_at is not None and len(expire_at[0]):
+        moved, at = expire_at
+        counts = np.zeros(len(keys), np.int64)
+        counts[moved] = 1
+        pieces.append(grouped(expires(keys.take(pa.array(moved)), at), counts))
+    return concat(*pieces)
 
 
 def headers(keys: pa.Array, fields: Array) -> pa.Array:
@@ -86,29 +117,66 @@ def deletes(keys: pa.Array) -> pa.Array:
 
 def expires(keys: pa.Array, at_ms: Array) -> pa.Array:
     """`PEXPIREAT key at` of each key."""
-    return concat(b"*3\r\n$9\r\nPEXPIREAT\r\n", keys, *bulk_pieces([texts(at_ms)]))
+    # Expiries are rounded to buckets: a batch has few distinct times, each built once.
+    return concat(b"*3\r\n$9\r\nPEXPIREAT\r\n", keys, _by_value(at_ms, _bulk_int))
+
+
+def _by_value(values: Array, build: Callable[[int], bytes]) -> Piece:
+    """`build(v)` of each int `v` of `values`: built once per distinct value (a constant
+    piece when there is one)."""
+    if len(values) and values.min() == values.max():
+        return build(int(values[0]))
+    distinct, where = np.unique(values, return_inverse=True)
+    built = pa.array([build(v) for v in distinct.tolist()], pa.binary())
+    return built.take(pa.array(where.reshape(-1)))
+
+
+def _bulk_int(value: int) -> bytes:
+    """An int's text as a RESP bulk string."""
+    return bulk_text(b"%d" % value)
 
 
 def tile_fields(g: int, starts: Array, values: Sequence[Piece]) -> pa.Array:
     """Field-value pairs `t:<g>:<start>` → tile JSON (`layout.tile_field`); `values` are
     the pieces of the JSON (`TileColumns.pieces`)."""
+    return concat(*tile_field_pieces(g, starts, values))
+
+
+def tile_field_pieces(g: int, starts: Array, values: Sequence[Piece]) -> list[Piece]:
+    """The pieces whose row-wise concatenation is `tile_fields(g, starts, values)`."""
     # Tiles are aligned: a batch has few distinct starts, so each name is built once.
-    distinct, where = np.unique(starts, return_inverse=True)
-    names = bulk(concat(f"t:{g}:".encode(), texts(distinct))).take(pa.array(where))
-    return concat(names, *bulk_pieces(values))
+    return [
+        _by_value(starts, lambda start: bulk_text(b"t:%d:%d" % (g, start))),
+        *bulk_pieces(values),
+    ]
 
 
-def mark_fields(names: pa.Array, major: Array, minor: Array) -> pa.Array:
+def bulk_text(text: bytes) -> bytes:
+    """One RESP bulk string."""
+    return b"$%d\r\n%b\r\n" % (len(text), text)
+
+
+def mark_fields(names: Piece, major: Array, minor: Array) -> pa.Array:
     """Field-value pairs of replay marks: `names` (RESP bulk) → `[major,minor]`."""
-    return concat(names, *bulk_pieces([b"[", texts(major), b",", texts(minor), b"]"]))
+    return concat(*mark_field_pieces(names, major, minor))
+
+
+def mark_field_pieces(names: Piece, major: Array, minor: Array) -> list[Piece]:
+    """The pieces whose row-wise concatenation is `mark_fields(names, major, minor)`."""
+    return [names, *bulk_pieces([b"[", texts(major), b",", texts(minor), b"]"])]
 
 
 def meta_fields(heads: pa.Array, max_ts: Array, folded: Array) -> pa.Array:
     """Field-value pairs `m` → `{"keys":…,"v":…,"max_ts":…,"folded":…}`."""
+    return concat(*meta_pieces(heads, max_ts, folded))
+
+
+def meta_pieces(heads: pa.Array, max_ts: Array, folded: Array) -> list[Piece]:
+    """The pieces whose row-wise concatenation is `meta_fields(heads, max_ts, folded)`."""
     newest = texts(max_ts)
     done = newest if np.array_equal(max_ts, folded) else texts(folded)
     text = [heads, b',"max_ts":', newest, b',"folded":', done, b"}"]
-    return concat(b"$1\r\nm\r\n", *bulk_pieces(text))
+    return [b"$1\r\nm\r\n", *bulk_pieces(text)]
 
 
 def pending_field(records: bytes) -> bytes:
