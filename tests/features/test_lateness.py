@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pickle
 from copy import deepcopy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hypothesis import given, settings
@@ -196,3 +196,25 @@ def test_ids_of_each_dtype_are_distinct() -> None:
     ids: list[Any] = [1, "1", 2]
     assert [ledger.judge(0, eid, 0) for eid in ids] == [ACCEPT, ACCEPT, ACCEPT]
     assert [ledger.judge(0, eid, 0) for eid in ids] == [DUPLICATE] * 3
+
+
+def test_a_ledger_pickled_before_it_had_slots_still_loads(monkeypatch: Any) -> None:
+    """Format-1 recovery stores hold ledgers pickled when the class had no slots: their
+    state is a `__dict__`. Such a pickle is made here with a slot-less class of that name."""
+    import features.lateness
+
+    @dataclass
+    class KeyLedger:  # the class as it was: same module and name, fields in a `__dict__`
+        max_ts: int | None = None
+        seen: dict[Any, int] = field(default_factory=dict)
+        prune_at: int = 64
+
+    KeyLedger.__module__, KeyLedger.__qualname__ = "features.lateness", "KeyLedger"
+    monkeypatch.setattr(features.lateness, "KeyLedger", KeyLedger)
+    old = pickle.dumps(KeyLedger(120, {"a": 100, "b": 120}, 64))
+    monkeypatch.undo()
+    restored = pickle.loads(old)
+    assert type(restored) is features.lateness.KeyLedger
+    assert restored == features.lateness.KeyLedger(120, {"a": 100, "b": 120}, 64)
+    assert restored.judge(121, "a", lateness=50) == DUPLICATE
+    assert pickle.loads(pickle.dumps(restored)) == restored
