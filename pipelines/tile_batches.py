@@ -109,3 +109,29 @@ def select(batch: Batch, keep: Array) -> Batch:
         batch.major[at],
         batch.minor[at],
     )
+
+
+def ends_of_groups(values: Array, last: bool) -> Array:
+    """Per distinct value of `values` (non-negative ints), ordered by value, the position of
+    its last (else first) occurrence: `np.unique`'s `return_index`, several times faster.
+
+    One sort of `value << bits | position` groups equal values with their positions in
+    order, so a group's edge holds the wanted position."""
+    n = len(values)
+    bits = max(n.bit_length(), 1)
+    if not n or int(values.min()) < 0 or int(values.max()) >= 1 << (62 - bits):
+        at = np.unique(values[::-1] if last else values, return_index=True)[1]
+        return n - 1 - at if last else at
+    key = values.astype(np.int64)
+    key <<= bits
+    key |= np.arange(n)
+    key.sort()
+    group = key >> bits
+    edge = np.empty(n, dtype=bool)
+    if last:
+        np.not_equal(group[1:], group[:-1], out=edge[:-1])
+        edge[-1] = True
+    else:
+        np.not_equal(group[1:], group[:-1], out=edge[1:])
+        edge[0] = True
+    return key[edge] & ((1 << bits) - 1)

@@ -30,6 +30,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from features import layout
 from features.durations import US_PER_S, from_us, now_us
+from pipelines.entity_codes import EntityCodes
 from pipelines.plan import Plan, PlanSource
 from pipelines.records import TileInput
 from pipelines.sinks import tile_commands
@@ -69,6 +70,7 @@ class TileEngine:
         self.writer = writer
         self.stats = StatsWriter(client, project)
         self.views: dict[str, ViewTiles] = {}
+        self.codes = EntityCodes()  # the views' shared entity codes
         self.queue: list[TileInput] = []
         self.queued = 0
         self.limit = 0  # cached (view, entity) pairs allowed (the shards' limits summed)
@@ -143,6 +145,7 @@ class TileEngine:
             self.writer.send(deletes, len(deletes))
         if sum(len(v) for v in self.views.values()) > self.limit:
             self._evict()
+        self.codes.bound(sum(len(v) for v in self.views.values()))
 
     def _sync_views(self, plan: Plan) -> None:
         """Forget the cache of views that changed or disappeared; start new views empty."""
@@ -156,7 +159,7 @@ class TileEngine:
             if name not in self.views:
                 source = plan.definitions.sources[route.view.source]
                 dtypes = {c.name: c.dtype for c in source.schema}
-                self.views[name] = ViewTiles(self.project, route, dtypes)
+                self.views[name] = ViewTiles(self.project, route, dtypes, self.codes)
 
     def _batches(self, inputs: list[TileInput]) -> list[tuple[str, ViewTiles, Batch]]:
         """The queued events as one batch of columns per group of views (views on the same
@@ -180,7 +183,7 @@ class TileEngine:
         packed `HGETALL` each, framed column-wise per view, the replies sliced per view."""
         wanted: dict[str, list[Missing]] = {}
         for name, view, batch in work:
-            at = view.missing(batch.eids)
+            at = view.missing(batch)
             if at:
                 ids, values = batch.eids.__getitem__, batch.keys.__getitem__
                 picked = (list(map(ids, at)), list(map(values, at)), batch.shard[at])

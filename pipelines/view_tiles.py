@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Mapping, Sequence
-from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -26,12 +25,13 @@ import numpy as np
 from features import layout
 from features.column_states import grown
 from features.tiles import MIN_TS
+from pipelines.entity_codes import EntityCodes, ViewCodes
 from pipelines.plan import ViewRoute
 from pipelines.records import Position
 from pipelines.sinks import tile_commands as cmd
 from pipelines.sinks.redis_bulk import pack_one
 from pipelines.sinks.redis_tiles import expiry_bucket_ms, meta_heads
-from pipelines.tile_batches import Batch, Changes, objects, select
+from pipelines.tile_batches import Batch, Changes, ends_of_groups, objects, select
 from pipelines.tile_loads import load_stored
 from pipelines.tile_slots import TileSlots
 from pipelines.tile_writes import encode_changes
@@ -58,7 +58,14 @@ _FILLS = (
 class ViewTiles:
     """The tiles of one view's cached entities, and how to apply events and write them."""
 
-    def __init__(self, project: str, route: ViewRoute, dtypes: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        project: str,
+        route: ViewRoute,
+        dtypes: Mapping[str, str],
+        codes: EntityCodes | None = None,
+    ) -> None:
+        """`codes` is the worker's (shared by its views), else the view's own."""
         self.project = project
         self.route = route
         self.ttl = route.view.ttl
@@ -90,8 +97,7 @@ class ViewTiles:
         self.stream_top: dict[str, Position] = {}
         self.migrations: list[bytes] = []  # commands to send before the next writes
         self.bucket_ms = expiry_bucket_ms(self.ttl)
-        # `missing`'s last lookup (entity ids, their numbers or -1), for `apply`.
-        self._looked: tuple[Sequence[str], Array] | None = None
+        self.codes = ViewCodes(EntityCodes() if codes is None else codes, self.index)
 
     # ------------------------------------------------------------------ entities
 
@@ -131,10 +137,8 @@ class ViewTiles:
         self.keys[out] = objects(list(keys))
         self.key_bulk[out] = objects(bulks)
         self.heads[out] = objects(meta_heads(keys, self.route.version))
-        cached = len(self.index)
         self.index.update(zip(eids, ents, strict=True))
-        if len(self.index) != cached + n:
-            self._looked = None  # an entity was replaced: its looked-up number is stale
+        self.codes.added(eids)
         self.shard[out] = shards
         return out
 
@@ -142,32 +146,21 @@ class ViewTiles:
         """The hash key of a cached entity."""
         return layout.view_key(self.project, self.route.view.name, self.eids[ent] or "")
 
-    def missing(self, eids: Sequence[str]) -> list[int]:
-        """Positions in `eids` of entities not cached (first occurrence of each).
-
-        Keeps the lookup for the `apply` of the same list (`_entities`), which then only
-        looks up the entities loaded in between.
-        """
-        found = np.fromiter(map(self.index.get, eids, repeat(-1)), np.int64, len(eids))
-        self._looked = (eids, found)
-        missed = np.flatnonzero(found < 0).tolist()
+    def missing(self, batch: Batch) -> list[int]:
+        """Positions in the batch of entities not cached (first occurrence of each)."""
+        missed = np.flatnonzero(self.codes.lookup(batch) < 0).tolist()
         if not missed:
             return []
+        eids = batch.eids
         names = [eids[i] for i in missed]
         # A reversed pass leaves each name with its first position.
         return sorted(dict(zip(reversed(names), reversed(missed), strict=True)).values())
 
-    def _entities(self, eids: Sequence[str]) -> Array:
-        """The numbers of cached entities, reusing `missing`'s lookup of the same list (it
-        is dropped by `forget` and by an `add` replacing a cached entity, and used once)."""
-        looked, self._looked = self._looked, None
-        if looked is None or looked[0] is not eids:
-            return np.fromiter(map(self.index.__getitem__, eids), np.int64, len(eids))
-        ents = looked[1]
-        loaded = np.flatnonzero(ents < 0).tolist()
-        if loaded:
-            index = self.index
-            ents[loaded] = [index[eids[i]] for i in loaded]
+    def _entities(self, batch: Batch) -> Array:
+        """The numbers of the batch's entities, all cached (`KeyError` otherwise)."""
+        ents = self.codes.lookup(batch)
+        if ents.min(initial=0) < 0:
+            raise KeyError(batch.eids[int(np.argmin(ents))])
         return ents
 
     def load(
@@ -200,7 +193,7 @@ class ViewTiles:
 
     def apply(self, batch: Batch, now: int, changes: Changes, flush: int) -> int:
         """Apply a batch (entities cached); returns the newest event time applied (or NONE)."""
-        ents = self._entities(batch.eids)
+        ents = self._entities(batch)
         keep = self._guard(batch, ents)
         if keep is not None:
             if not keep.any():
@@ -234,7 +227,7 @@ class ViewTiles:
             # Which events are last of their (entity, stream) does not hang on the numbers
             # a view gives its entities: the first view of a group works it out for all.
             pair = ents * len(batch.streams) + batch.stream
-            last = len(pair) - 1 - np.unique(pair[::-1], return_index=True)[1]
+            last = ends_of_groups(pair, last=True)
             stream, major, minor = batch.stream[last], batch.major[last], batch.minor[last]
             per_stream = []
             for s, name in enumerate(batch.streams):
@@ -261,7 +254,7 @@ class ViewTiles:
         keep = None
         firsts = batch.shared.get("firsts")
         if firsts is None:
-            firsts = batch.shared["firsts"] = np.unique(batch.stream, return_index=True)[1]
+            firsts = batch.shared["firsts"] = ends_of_groups(batch.stream, last=False)
         for first in firsts.tolist():
             s = int(batch.stream[first])
             name = batch.streams[s]
@@ -386,15 +379,17 @@ class ViewTiles:
         """Drop entities from the cache (Redis holds them)."""
         if not ents:
             return
-        self._looked = None  # numbers are freed, then reused
         for slot in self.slots.values():
             slot.forget(ents)
+        gone = []
         for ent in ents:
             eid = self.eids[ent]
             if eid is not None:
                 del self.index[eid]
+                gone.append(eid)
             self.eids[ent] = None
             self.pending.pop(ent, None)
+        self.codes.forgotten(gone)
         at = np.array(ents, dtype=np.int64)
         for major, minor in self.marks.values():
             major[at], minor[at] = -1, -1
