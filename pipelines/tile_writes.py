@@ -1,7 +1,7 @@
 """What a flush of one view writes: each changed entity's commands, built column-wise.
 
-`ViewTiles.encode` calls `encode_changes`, which turns the `Changes` of a flush into
-`tile_commands.Parts` (tiles, marks, `m` and `p`, headers, deletes, expiries) and updates
+`ViewTiles.encode` calls `encode_changes`, which turns the `Changes` of a flush into the
+RESP of its commands (tiles, marks, `m` and `p`, headers, deletes, expiries) and updates
 the per-entity bookkeeping the writes settle (expiry set, `p` stored, reset done, fresh).
 """
 
@@ -24,14 +24,14 @@ if TYPE_CHECKING:
 Array = np.ndarray[Any, Any]
 
 
-def encode_changes(view: ViewTiles, changes: Changes) -> tuple[list[cmd.Parts], int, list[str]]:
+def encode_changes(view: ViewTiles, changes: Changes) -> tuple[memoryview, int, list[str]]:
     """The commands writing every entity a flush changed (one `HSET` each, plus `DEL` and
-    `PEXPIREAT` where due): parts, their reply count, and the entities new to Redis.
+    `PEXPIREAT` where due): their RESP, their reply count, and the entities new to Redis.
 
     Every kind of field is built in entity order, so one join puts each entity's commands
-    in a row (`cmd.entity_commands`) and the parts are that one array, in order."""
+    in a row (`cmd.entity_commands`), and the rows' bytes are the RESP in command order."""
     if not changes.ents:
-        return [], 0, []
+        return memoryview(b""), 0, []
     ents = _distinct(np.concatenate(changes.ents), len(view.max_ts))
     n = len(ents)
     keys = pa.array(view.key_bulk[ents], pa.binary())  # built when cached (`ViewTiles.add`)
@@ -82,7 +82,7 @@ def encode_changes(view: ViewTiles, changes: Changes) -> tuple[list[cmd.Parts], 
     data = cmd.entity_commands(keys, fields, groups, reset, (moved, at))
     fresh = ents[view.fresh[ents]]
     view.fresh[fresh] = False
-    return [cmd.Parts(data, np.arange(n), cmd.HEADER)], count, view.eids[fresh].tolist()
+    return cmd.buffer(data), count, view.eids[fresh].tolist()
 
 
 def _one_each(pieces: list[Piece], counts: Array) -> list[Piece]:

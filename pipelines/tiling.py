@@ -33,7 +33,6 @@ from features.durations import US_PER_S, from_us, now_us
 from pipelines.entity_codes import EntityCodes
 from pipelines.plan import Plan, PlanSource
 from pipelines.records import TileInput
-from pipelines.sinks import tile_commands
 from pipelines.sinks.redis_bulk import fetch_packed, pack_one
 from pipelines.sinks.redis_tiles import hgetalls, key_bulks
 from pipelines.sinks.redis_writer import TileConnection
@@ -224,9 +223,9 @@ class TileEngine:
                 view.migrations = []
         commands: list[tuple[Any, ...]] = []
         for name, change in changes.items():
-            parts, replies, new_ids = self.views[name].encode(change)
-            if parts:
-                packed.append(tile_commands.assemble(parts))
+            data, replies, new_ids = self.views[name].encode(change)
+            if replies:
+                packed.append(data)
                 count += replies
             if new_ids:
                 commands.append(("PFADD", layout.entity_count_key(self.project, name), *new_ids))

@@ -28,7 +28,6 @@ from features.tiles import MIN_TS
 from pipelines.entity_codes import EntityCodes, ViewCodes
 from pipelines.plan import ViewRoute
 from pipelines.records import Position
-from pipelines.sinks import tile_commands as cmd
 from pipelines.sinks.redis_bulk import pack_one
 from pipelines.sinks.redis_tiles import expiry_bucket_ms, meta_heads
 from pipelines.tile_batches import Batch, Changes, ends_of_groups, objects, select
@@ -336,7 +335,7 @@ class ViewTiles:
 
     # ------------------------------------------------------------------ writing
 
-    def encode(self, changes: Changes) -> tuple[list[cmd.Parts], int, list[str]]:
+    def encode(self, changes: Changes) -> tuple[memoryview, int, list[str]]:
         """The commands writing every changed entity (`tile_writes.encode_changes`)."""
         return encode_changes(self, changes)
 

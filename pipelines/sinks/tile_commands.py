@@ -8,15 +8,13 @@ entities without a copy, and one element-wise join puts every entity's commands 
 `HSET`, `PEXPIREAT`) in a row: the result's data buffer is the whole batch's RESP, sent
 as is. Every command has a one-line reply, which `redis_writer.TileConnection` relies on.
 
->>> import numpy as np
->>> bytes(assemble([Parts(pa.array([b"*1\\r\\n"]), np.array([0]), 0)]))
-b'*1\\r\\n'
+>>> bytes(buffer(pa.array([b"*1\\r\\n", b"+x"])))
+b'*1\\r\\n+x'
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,9 +24,6 @@ import pyarrow.compute as pc
 from features.json_columns import Piece, concat, grouped, texts
 
 Array = np.ndarray[Any, Any]
-
-# The order of an entity's parts (`Parts.kind`).
-DELETE, HEADER, FIELD, MARK, META, EXPIRE = range(6)
 
 
 def bulk(values: pa.Array) -> pa.Array:
@@ -50,31 +45,9 @@ def bulk_pieces(parts: Sequence[Piece]) -> list[Piece]:
     return [b"$", texts(size), b"\r\n", *parts, b"\r\n"]
 
 
-@dataclass(slots=True)
-class Parts:
-    """Byte strings of one kind, each belonging to the entity at position `owner`."""
-
-    data: pa.Array
-    owner: Array
-    kind: int
-
-
-def assemble(parts: Sequence[Parts]) -> memoryview:
-    """All parts in command order (by entity, then kind, then as given) as one buffer."""
-    parts = [p for p in parts if len(p.owner)]
-    if not parts:
-        return memoryview(b"")
-    if len(parts) == 1 and (parts[0].owner[1:] >= parts[0].owner[:-1]).all():
-        return _data(parts[0].data)  # in order already (`entity_commands`)
-    data = pa.concat_arrays([p.data.cast(pa.binary()) for p in parts])
-    owner = np.concatenate([p.owner for p in parts])
-    kind = np.concatenate([np.full(len(p.owner), p.kind) for p in parts])
-    order = np.lexsort((np.arange(len(owner)), kind, owner))
-    return _data(data.take(pa.array(order)))
-
-
-def _data(values: pa.Array) -> memoryview:
-    """The bytes of a binary array's values, end to end."""
+def buffer(values: pa.Array) -> memoryview:
+    """The bytes of a binary array's values, end to end, without a copy: the rows of
+    `entity_commands` are in command order, so this is the batch's RESP as sent."""
     values = values.cast(pa.binary())
     offsets = np.frombuffer(values.buffers()[1], np.int32, len(values) + 1, 4 * values.offset)
     return memoryview(values.buffers()[2])[offsets[0] : offsets[-1]]
@@ -104,12 +77,6 @@ def entity_commands(
     return concat(*pieces)
 
 
-def headers(keys: pa.Array, fields: Array) -> pa.Array:
-    """`HSET key` heads announcing `fields` field-value pairs each."""
-    counts = texts(2 + 2 * fields)
-    return concat(b"*", counts, b"\r\n$4\r\nHSET\r\n", keys)
-
-
 def deletes(keys: pa.Array) -> pa.Array:
     """`DEL key` of each key."""
     return concat(b"*2\r\n$3\r\nDEL\r\n", keys)
@@ -136,14 +103,9 @@ def _bulk_int(value: int) -> bytes:
     return bulk_text(b"%d" % value)
 
 
-def tile_fields(g: int, starts: Array, values: Sequence[Piece]) -> pa.Array:
-    """Field-value pairs `t:<g>:<start>` → tile JSON (`layout.tile_field`); `values` are
-    the pieces of the JSON (`TileColumns.pieces`)."""
-    return concat(*tile_field_pieces(g, starts, values))
-
-
 def tile_field_pieces(g: int, starts: Array, values: Sequence[Piece]) -> list[Piece]:
-    """The pieces whose row-wise concatenation is `tile_fields(g, starts, values)`."""
+    """Pieces of field-value pairs `t:<g>:<start>` → tile JSON (`layout.tile_field`);
+    `values` are the pieces of the JSON (`TileColumns.pieces`)."""
     # Tiles are aligned: a batch has few distinct starts, so each name is built once.
     return [
         _by_value(starts, lambda start: bulk_text(b"t:%d:%d" % (g, start))),
@@ -156,23 +118,13 @@ def bulk_text(text: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(text), text)
 
 
-def mark_fields(names: Piece, major: Array, minor: Array) -> pa.Array:
-    """Field-value pairs of replay marks: `names` (RESP bulk) → `[major,minor]`."""
-    return concat(*mark_field_pieces(names, major, minor))
-
-
 def mark_field_pieces(names: Piece, major: Array, minor: Array) -> list[Piece]:
-    """The pieces whose row-wise concatenation is `mark_fields(names, major, minor)`."""
+    """Pieces of field-value pairs of replay marks: `names` (RESP bulk) → `[major,minor]`."""
     return [names, *bulk_pieces([b"[", texts(major), b",", texts(minor), b"]"])]
 
 
-def meta_fields(heads: pa.Array, max_ts: Array, folded: Array) -> pa.Array:
-    """Field-value pairs `m` → `{"keys":…,"v":…,"max_ts":…,"folded":…}`."""
-    return concat(*meta_pieces(heads, max_ts, folded))
-
-
 def meta_pieces(heads: pa.Array, max_ts: Array, folded: Array) -> list[Piece]:
-    """The pieces whose row-wise concatenation is `meta_fields(heads, max_ts, folded)`."""
+    """Pieces of field-value pairs `m` → `{"keys":…,"v":…,"max_ts":…,"folded":…}`."""
     newest = texts(max_ts)
     done = newest if np.array_equal(max_ts, folded) else texts(folded)
     text = [heads, b',"max_ts":', newest, b',"folded":', done, b"}"]

@@ -11,6 +11,7 @@ import redis
 
 from features import layout
 from features.errors import StorageError
+from features.json_columns import concat, grouped
 from pipelines.sinks import tile_commands as cmd
 from pipelines.sinks.redis_tiles import bulk, meta_head
 from pipelines.sinks.redis_writer import TileConnection
@@ -70,7 +71,7 @@ def test_redis_going_away_is_a_storage_error(redis_url: str) -> None:
 
 
 def test_column_built_tile_commands_are_the_commands_they_name(redis_client: redis.Redis) -> None:
-    """The tile step frames DEL/HSET/PEXPIREAT a batch at a time; the assembled buffer must
+    """The tile step frames DEL/HSET/PEXPIREAT a batch at a time; the rows' buffer must
     equal hiredis's packing of the same commands, in entity order, and Redis must run it."""
     keys = [layout.view_key("p", "v", u) for u in ("u1", "u2|x")]
     raw = pa.array([bulk(k.encode()) for k in keys], pa.binary())
@@ -79,16 +80,15 @@ def test_column_built_tile_commands_are_the_commands_they_name(redis_client: red
     heads = pa.array([meta_head(["u1"], "ver"), meta_head(["u2|x"], "ver")], pa.binary())
     max_ts, folded = np.array([7, 1_795_716_070_000_000]), np.array([-5, 1_795_716_070_000_000])
     stream = pa.array([bulk(b"o:p0#1")] * 2, pa.binary())
-    parts = [
-        cmd.Parts(cmd.tile_fields(g, starts, [tiles]), np.array([1, 0, 1]), cmd.FIELD),
-        cmd.Parts(cmd.mark_fields(stream, np.array([1, 3]), np.array([2, 0])),
-                  np.array([0, 1]), cmd.MARK),
-        cmd.Parts(cmd.meta_fields(heads, max_ts, folded), np.array([0, 1]), cmd.META),
-        cmd.Parts(cmd.headers(raw, np.array([3, 4])), np.array([0, 1]), cmd.HEADER),
-        cmd.Parts(cmd.deletes(raw.take(pa.array([1]))), np.array([1]), cmd.DELETE),
-        cmd.Parts(cmd.expires(raw, np.array([4_102_444_800_000, 4_102_444_801_000])),
-                  np.array([0, 1]), cmd.EXPIRE),
-    ]  # fmt: skip
+    # Entity 0 holds the tile starting at starts[1], entity 1 those at starts[0] and 0.
+    tiles_in_order = cmd.tile_field_pieces(g, starts[[1, 0, 2]], [tiles.take([1, 0, 2])])
+    groups = [
+        grouped(concat(*tiles_in_order), np.array([1, 2])),
+        *cmd.mark_field_pieces(stream, np.array([1, 3]), np.array([2, 0])),
+        *cmd.meta_pieces(heads, max_ts, folded),
+    ]
+    expiries = (np.array([0, 1]), np.array([4_102_444_800_000, 4_102_444_801_000]))
+    rows = cmd.entity_commands(raw, np.array([3, 4]), groups, np.array([1]), expiries)
     meta = [
         b'{"keys":["u1"],"v":"ver","max_ts":7,"folded":-5}',
         b'{"keys":["u2|x"],"v":"ver","max_ts":1795716070000000,"folded":1795716070000000}',
@@ -102,7 +102,7 @@ def test_column_built_tile_commands_are_the_commands_they_name(redis_client: red
          layout.tile_field((g, 0)), b'{"n":3}', "o:p0#1", "[3,0]", "m", meta[1]),
         ("PEXPIREAT", keys[1], 4_102_444_801_000),
     ]  # fmt: skip
-    packed = cmd.assemble(parts)
+    packed = cmd.buffer(rows)
     assert bytes(packed) == b"".join(_packed(expected))
     redis_client.hset(keys[1], mapping={"stale": "y"})
     conn = TileConnection(redis_client)

@@ -19,7 +19,6 @@ from features.model import Column, Definitions, Entity, Feature, FeatureView, So
 from features.schema import Event
 from pipelines.plan import PlanSource
 from pipelines.records import TileInput
-from pipelines.sinks import tile_commands
 from pipelines.tile_batches import Batch, Changes, batch_of
 from pipelines.view_tiles import ViewTiles
 
@@ -105,9 +104,9 @@ def _batch(drawn: list[tuple[str, str, int, Any, Any]]) -> Batch:
 def _written(view: ViewTiles, batch: Batch) -> tuple[bytes, dict[str, Any]]:
     changes = Changes()
     view.apply(batch, NOW, changes, 1)
-    parts, _, _ = view.encode(changes)
+    data, _, _ = view.encode(changes)
     marks = {s: (m[0].tolist(), m[1].tolist()) for s, m in view.marks.items()}
-    return bytes(tile_commands.assemble(parts)), {"marks": marks, "top": view.stream_top}
+    return bytes(data), {"marks": marks, "top": view.stream_top}
 
 
 @settings(max_examples=150, deadline=None)
