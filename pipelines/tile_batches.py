@@ -7,7 +7,7 @@ records in `Changes` what its writes must carry.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, repeat
 from operator import attrgetter, itemgetter
@@ -135,3 +135,13 @@ def ends_of_groups(values: Array, last: bool) -> Array:
         np.not_equal(group[1:], group[:-1], out=edge[1:])
         edge[0] = True
     return key[edge] & ((1 << bits) - 1)
+
+
+def first_positions(names: Sequence[str], positions: Sequence[int]) -> list[int]:
+    """Of each distinct name, the position (of `positions`, paired in order) of its first
+    occurrence, ascending: a reversed pass leaves each name with its first.
+
+    >>> first_positions(["a", "b", "a", "c"], [10, 11, 12, 13])
+    [10, 11, 13]
+    """
+    return sorted(dict(zip(reversed(names), reversed(positions), strict=True)).values())

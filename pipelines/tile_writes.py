@@ -16,7 +16,7 @@ import pyarrow as pa
 from features.json_columns import Piece, concat, grouped
 from pipelines.sinks import tile_commands as cmd
 from pipelines.sinks.redis_tiles import bulk
-from pipelines.tile_batches import Changes
+from pipelines.tile_batches import Changes, ends_of_groups
 
 if TYPE_CHECKING:
     from pipelines.view_tiles import ViewTiles
@@ -120,13 +120,8 @@ def _mark_pairs(
     major = np.concatenate([m for _, _, _, m, _ in marks])
     minor = np.concatenate([m for _, _, _, _, m in marks])
     if len(marks) > 1 or (len(marked) > 1 and (marked[1:] < marked[:-1]).any()):
-        # Sorted by (entity, stream, position): each pair's last recorded ends its run.
-        size = len(marked)
-        key = np.sort((marked * len(streams) + stream) * size + np.arange(size))
-        pair = key // size
-        ends = np.ones(size, dtype=bool)
-        ends[:-1] = pair[1:] != pair[:-1]
-        last = key[ends] % size
+        # Each (entity, stream) pair's last recorded, in pair order: entity order.
+        last = ends_of_groups(marked * len(streams) + stream, last=True)
         stream, marked, major, minor = stream[last], marked[last], major[last], minor[last]
     if len(stream) and stream.min() == stream.max():
         return bulk(f"o:{streams[stream[0]]}".encode()), marked, major, minor

@@ -37,7 +37,7 @@ from pipelines.sinks.redis_bulk import fetch_packed, pack_one
 from pipelines.sinks.redis_tiles import hgetalls, key_bulks
 from pipelines.sinks.redis_writer import TileConnection
 from pipelines.stats import StatsWriter
-from pipelines.tile_batches import Batch, Changes, batch_of
+from pipelines.tile_batches import Batch, Changes, batch_of, first_positions
 from pipelines.tile_router import shard_of_entity
 from pipelines.view_tiles import NONE, ViewTiles
 
@@ -267,8 +267,7 @@ def _first_of_each(parts: list[Missing]) -> Missing:
         return parts[0]
     eids = [e for p in parts for e in p[0]]
     keys = [k for p in parts for k in p[1]]
-    # A reversed pass leaves each entity with its first position.
-    at = sorted(dict(zip(reversed(eids), reversed(range(len(eids))), strict=True)).values())
+    at = first_positions(eids, range(len(eids)))
     shards = np.concatenate([p[2] for p in parts])[at]
     return [eids[i] for i in at], [keys[i] for i in at], shards
 

@@ -30,7 +30,14 @@ from pipelines.plan import ViewRoute
 from pipelines.records import Position
 from pipelines.sinks.redis_bulk import pack_one
 from pipelines.sinks.redis_tiles import expiry_bucket_ms, meta_heads
-from pipelines.tile_batches import Batch, Changes, ends_of_groups, objects, select
+from pipelines.tile_batches import (
+    Batch,
+    Changes,
+    ends_of_groups,
+    first_positions,
+    objects,
+    select,
+)
 from pipelines.tile_loads import load_stored
 from pipelines.tile_slots import TileSlots
 from pipelines.tile_writes import encode_changes
@@ -152,8 +159,7 @@ class ViewTiles:
             return []
         eids = batch.eids
         names = [eids[i] for i in missed]
-        # A reversed pass leaves each name with its first position.
-        return sorted(dict(zip(reversed(names), reversed(missed), strict=True)).values())
+        return first_positions(names, missed)
 
     def _entities(self, batch: Batch) -> Array:
         """The numbers of the batch's entities, all cached (`KeyError` otherwise)."""
