@@ -12,24 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import reduce
-from operator import add, itemgetter
 from typing import Any
 
 from features.aggregations import (
     Aggregation,
-    Count,
-    First,
-    Last,
-    Max,
-    Mean,
-    Min,
     State,
-    Sum,
     aggregation,
 )
 from features.durations import parse_duration
 from features.fold_code import compile_fold
+from features.merging import PLAIN_STATES, merge_all
 from features.model import Feature, FeatureView
 
 GRANULARITY_LADDER: tuple[int, ...] = tuple(
@@ -101,62 +93,6 @@ class CompiledFeature:
             feature.granularity,
             aggregation(feature.function, feature.n),
         )
-
-
-_ORDER = itemgetter(0, 1)  # (event time, event id): the order of first/last states
-_COUNT, _TOTAL = itemgetter(0), itemgetter(1)  # of a mean state
-
-
-def _sum_all(parts: list[State]) -> State:
-    return reduce(add, parts, 0)
-
-
-def _min_all(parts: list[State]) -> State:
-    return min(parts) if parts else None
-
-
-def _max_all(parts: list[State]) -> State:
-    return max(parts) if parts else None
-
-
-def _first_all(parts: list[State]) -> State:
-    return min(parts, key=_ORDER) if parts else None
-
-
-def _last_all(parts: list[State]) -> State:
-    return max(parts, key=_ORDER) if parts else None
-
-
-def _mean_all(parts: list[State]) -> State:
-    return [reduce(add, map(_COUNT, parts), 0), reduce(add, map(_TOTAL, parts), 0)]
-
-
-# Each shortcut computes exactly `agg.merge` folded left over the parts from `agg.empty()`:
-# the same comparisons and additions in the same order (builtin `min`/`max` keep the first
-# of equal items, as `merge` keeps its left side), only without a Python call per part.
-_SHORTCUTS: dict[type, Callable[[list[State]], State]] = {
-    Count: _sum_all,
-    Sum: _sum_all,
-    Mean: _mean_all,
-    Min: _min_all,
-    Max: _max_all,
-    First: _first_all,
-    Last: _last_all,
-}
-_PLAIN_STATES = (Count, Sum, Min, Max)  # `finalize` returns the state itself
-
-
-def _merge_all(agg: Aggregation) -> Callable[[list[State]], State]:
-    """A function merging a list of partial states in order, as folding `agg.merge` does."""
-    shortcut = _SHORTCUTS.get(type(agg))
-    if shortcut is not None:
-        return shortcut
-    merge, empty = agg.merge, agg.empty
-
-    def fold(parts: list[State]) -> State:
-        return reduce(merge, parts, empty())
-
-    return fold
 
 
 @dataclass(frozen=True)
@@ -327,7 +263,7 @@ class ViewTiler:
         The same values as `evaluate_feature` per name (each feature merges its tiles in
         tile order, then its pending events), with few Python calls: the online read path
         evaluates every requested feature of every entity. Features of one tile size and
-        window share one scan of the tiles, and each merges its parts in one `_merge_all`.
+        window share one scan of the tiles, and each merges its parts in one `merge_all`.
         """
         plan = self._plan(names)
         tiles = state.tiles.items()
@@ -339,13 +275,13 @@ class ViewTiler:
             for (tg, start), tile in tiles:
                 if tg == g and lo <= start <= as_of:
                     read.append(tile)
-            for name, merge_all in group:
+            for name, merged in group:
                 parts = []
                 for tile in read:
                     part = tile.get(name)
                     if part is not None:
                         parts.append(part)
-                acc[name] = merge_all(parts)
+                acc[name] = merged(parts)
         if state.pending:
             self._update_pending(state.pending, as_of, plan.feats, acc)
         for name, finalize in plan.finalizers:
@@ -386,7 +322,7 @@ class ViewTiler:
         groups: dict[tuple[int, int], list[tuple[str, Callable[[list[State]], State]]]] = {}
         horizon: dict[int, int] = {}
         for f in feats:
-            groups.setdefault((f.granularity, f.window), []).append((f.name, _merge_all(f.agg)))
+            groups.setdefault((f.granularity, f.window), []).append((f.name, merge_all(f.agg)))
             horizon[f.granularity] = max(horizon.get(f.granularity, 0), f.window)
         if len(self._eval_plans) > 256:
             self._eval_plans.clear()
@@ -394,7 +330,7 @@ class ViewTiler:
             feats,
             tuple(f.name for f in feats),
             tuple((g, w, tuple(group)) for (g, w), group in groups.items()),
-            tuple((f.name, f.agg.finalize) for f in feats if type(f.agg) not in _PLAIN_STATES),
+            tuple((f.name, f.agg.finalize) for f in feats if type(f.agg) not in PLAIN_STATES),
             horizon,
         )
 
