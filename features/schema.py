@@ -3,7 +3,8 @@
 A batch is checked a column at a time, never an event at a time: `features.coercion`
 builds each typed Arrow column in C and names every value of the wrong type; nulls in a
 non-nullable column come from Arrow's null bitmap; every value check is the pandera
-`Check` of `pandera_schema(source)`, run over the whole column as a pandas Series. The
+`Check` of `pandera_schema(source)`, run over the whole column as a pandas Series (the
+bounds of a float column first run as the same numpy comparisons: a pass skips pandas). The
 verdicts equal `pandera_schema(source).validate(frame, lazy=True)` on the batch's typed
 frame (held equal by a property test) at a fraction of its fixed cost: pandera's schema
 machinery costs milliseconds per batch, and far more when a batch holds a bad event.
@@ -13,10 +14,12 @@ checked again. Each reason names the column, the rule and the offending value.
 
 from __future__ import annotations
 
+import operator
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
+from operator import setitem
 from typing import Any, NamedTuple, cast
 
 import numpy as np
@@ -90,13 +93,15 @@ class Rejected:
 class _ColumnState:
     """One column of the schema: its pandera checks and the values they already accepted."""
 
-    __slots__ = ("checks", "column", "memo", "pos")
+    __slots__ = ("bounded", "checks", "column", "memo", "pos")
 
     def __init__(self, pos: int, column: Column) -> None:
         self.pos = pos
         self.column = column
         self.checks: list[ColumnCheck] = column_checks(column)
         self.memo: set[Any] | None = {None} if self.checks else None
+        # A float column checked only by bounds: a batch that passes them all skips pandas.
+        self.bounded = column.dtype == "float" and all(_is_bound(c.check) for c in self.checks)
         if self.checks:  # registers pandera's pandas check functions (done on a first check)
             Check.get_backend(pd.Series(dtype="float64"))
 
@@ -191,16 +196,18 @@ class SourceValidator:
             distinct = set(values)
             if distinct <= memo:
                 return array
-        series = to_series(column, array)
-        passed = True
-        for order, check in enumerate(state.checks):
-            failing = _failing_rows(check.check, series)
-            if not failing:
-                continue
-            passed = False
-            for row in failing:
-                text = check.reason(column.name, values[row])
-                reasons.setdefault(row, []).append((state.pos, order, text))
+        passed = state.bounded and _within_bounds(state.checks, array)
+        if not passed:
+            series = to_series(column, array)
+            passed = True
+            for order, check in enumerate(state.checks):
+                failing = _failing_rows(check.check, series)
+                if not failing:
+                    continue
+                passed = False
+                for row in failing:
+                    text = check.reason(column.name, values[row])
+                    reasons.setdefault(row, []).append((state.pos, order, text))
         if passed and distinct is not None and memo is not None:
             grown = memo | distinct  # a new set: a reader in another thread never sees it change
             state.memo = grown if len(grown) <= MEMO_LIMIT else None  # None: too many to pay
@@ -233,15 +240,14 @@ class SourceValidator:
             name, dtype = state.column.name, state.column.dtype
             if dtype == "timestamp":
                 times = array.cast(pa.int64()).to_pylist()
-                for row, us in zip(rows, times, strict=True):
-                    row[name] = us
+                _consume(map(setitem, rows, repeat(name), times))
                 if state.pos == self._ts:
                     event_times = times
             elif dtype == "float" and (array.null_count or not set(map(type, values)) <= {float}):
-                for row, number in zip(rows, array.to_pylist(), strict=True):
-                    row[name] = number
-            elif array.null_count:
-                _consume(map(dict.setdefault, rows, repeat(name)))  # None where absent
+                _consume(map(setitem, rows, repeat(name), array.to_pylist()))
+            elif array.null_count:  # None where absent: only a null row may lack the column
+                nulls = np.flatnonzero(pc.is_null(array).to_numpy(zero_copy_only=False))
+                _consume(map(dict.setdefault, map(rows.__getitem__, nulls.tolist()), repeat(name)))
         width = len(self._names)
         # Every schema column is now in every accepted row (a missing one is null, and a
         # null is filled above or rejects the row), so only a longer row has extra fields.
@@ -294,6 +300,47 @@ def _failing_rows(check: Check, series: pd.Series) -> list[int]:
     return list(checked.index[~passed].tolist())
 
 
+# pandera's builtin bound checks (`pandera.backends.pandas.builtin_checks`), the same
+# comparisons over a numpy array, which pandera's own dispatch does not take.
+_BOUNDS: dict[str, Callable[..., Any]] = {
+    "greater_than_or_equal_to": lambda data, min_value: data >= min_value,
+    "greater_than": lambda data, min_value: data > min_value,
+    "less_than_or_equal_to": lambda data, max_value: data <= max_value,
+    "less_than": lambda data, max_value: data < max_value,
+    "in_range": lambda data, min_value, max_value, include_min=True, include_max=True: (
+        (operator.le if include_min else operator.lt)(min_value, data)
+        & (operator.ge if include_max else operator.gt)(max_value, data)
+    ),
+}
+
+
+def _is_bound(check: Check) -> bool:
+    """Whether `check` is a plain builtin bound check, which `_failing_rows` runs directly."""
+    name = getattr(check._check_fn, "__name__", None)
+    return (
+        name in _BOUNDS
+        and check.is_builtin_check(name)
+        and check.groupby is None
+        and not check.element_wise
+        and check.ignore_na
+    )
+
+
+def _within_bounds(checks: list[ColumnCheck], array: pa.Array) -> bool:
+    """Whether every non-null value of a float column passes every bound check, each run as
+    pandera's builtin over the numpy values pandas would hold; False (check as usual) if unsure."""
+    values = array.to_numpy(zero_copy_only=False)  # what `to_series` wraps; null is NaN
+    try:
+        for check in checks:
+            bound = _BOUNDS[check.check._check_fn.__name__]
+            passed = np.asarray(bound(values, **check.check._check_kwargs), dtype=bool)
+            if not (passed | np.isnan(values)).all():  # NaN: dropped before pandera's check
+                return False
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return True
+
+
 def _parse(
     payloads: Sequence[Any],
 ) -> tuple[list[dict[str, Any]], list[int], list[Rejected], bool]:
@@ -301,16 +348,13 @@ def _parse(
 
     Also tells whether the dicts are this call's own (decoded here, free to reuse as rows).
     """
-    kinds = set(map(type, payloads))
-    if kinds <= {bytes, str}:
-        try:
-            objs = list(map(orjson.loads, payloads))
-            if set(map(type, objs)) <= {dict}:
-                return objs, list(range(len(objs))), [], True
-        except orjson.JSONDecodeError:
-            pass
-    elif kinds <= {dict}:
-        return list(payloads), list(range(len(payloads))), [], False
+    try:  # any payload orjson does not take (a dict, None) raises as invalid JSON does
+        objs = list(map(orjson.loads, payloads))
+        if set(map(type, objs)) <= {dict}:
+            return objs, list(range(len(objs))), [], True
+    except orjson.JSONDecodeError:
+        if set(map(type, payloads)) <= {dict}:
+            return list(payloads), list(range(len(payloads))), [], False
     objs, index, rejected = [], [], []
     for i, payload in enumerate(payloads):
         obj: Any = payload
