@@ -1,9 +1,10 @@
 """One feature's partial states as numpy columns, per aggregation (features.aggregations).
 
 Each class folds a batch of non-null values in arrival order into the rows of their tiles
-and gives back, loads and encodes the states exactly as `features.aggregations` defines
-them; `TileColumns` (features/tile_columns.py) puts a view's features of one tile size
-together. A state exists for a row iff `n` (values folded) is positive.
+and gives back and loads the states exactly as `features.aggregations` defines them
+(`features.state_texts` writes them as JSON text); `TileColumns` (features/tile_columns.py)
+puts a view's features of one tile size together. A state exists for a row iff `n`
+(values folded) is positive.
 """
 
 from __future__ import annotations
@@ -11,11 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from features.aggregations import Count, First, Last, LastN, Max, Mean, Min, Stddev, Sum
-from features.json_columns import Piece, concat, grouped, texts, triple_pieces
 from features.tiles import CompiledFeature
 
 Array = np.ndarray[Any, Any]
@@ -55,7 +53,7 @@ def _ranks(eids: Array) -> Array:
     return np.unique(eids, return_inverse=True)[1].reshape(-1)
 
 
-class _Feature:
+class CountColumns:
     """One feature's state columns. `n` counts the values folded: a state exists iff n > 0."""
 
     def __init__(self, feature: CompiledFeature, kind: Any) -> None:
@@ -87,13 +85,8 @@ class _Feature:
     def load(self, row: int, state: Any) -> None:
         self.n[row] = state
 
-    def pieces(self, rows: Array) -> list[Piece]:
-        """The pieces whose row-wise concatenation is each row's state as JSON text (as
-        `orjson.dumps(self.state(row))` writes it), for the caller's own join."""
-        return [texts(self.n[rows])]
 
-
-class _Sum(_Feature):
+class SumColumns(CountColumns):
     def __init__(self, feature: CompiledFeature, kind: Any) -> None:
         super().__init__(feature, kind)
         self.s = np.zeros(0, dtype=kind)
@@ -132,11 +125,8 @@ class _Sum(_Feature):
             self.s = self.s.astype(object)
         self.s[row] = total
 
-    def pieces(self, rows: Array) -> list[Piece]:
-        return [texts(self.s[rows])]
 
-
-class _Mean(_Sum):
+class MeanColumns(SumColumns):
     def state(self, row: int) -> Any:
         return [int(self.n[row]), self.value(row)]
 
@@ -144,11 +134,8 @@ class _Mean(_Sum):
         self.n[row] = state[0]
         self._set_sum(row, state[1])
 
-    def pieces(self, rows: Array) -> list[Piece]:
-        return [b"[", texts(self.n[rows]), b",", texts(self.s[rows]), b"]"]
 
-
-class _Extreme(_Feature):
+class ExtremeColumns(CountColumns):
     """min or max: numbers through `ufunc.at`, other values (strings) one by one."""
 
     def __init__(self, feature: CompiledFeature, kind: Any, lowest: bool) -> None:
@@ -188,11 +175,8 @@ class _Extreme(_Feature):
         self.n[row] = 1
         self.v[row] = state
 
-    def pieces(self, rows: Array) -> list[Piece]:
-        return [texts(self.v[rows])]
 
-
-class _Ordered(_Feature):
+class OrderedColumns(CountColumns):
     """first or last: the value of the earliest (latest) event by `(ts, eid)`."""
 
     def __init__(self, feature: CompiledFeature, kind: Any, latest: bool) -> None:
@@ -245,11 +229,8 @@ class _Ordered(_Feature):
         self.n[row] = 1
         self.ts[row], self.e[row], self.v[row] = state
 
-    def pieces(self, rows: Array) -> list[Piece]:
-        return triple_pieces(self.ts[rows], self.e[rows], self.v[rows])
 
-
-class _LastN(_Feature):
+class LastNColumns(CountColumns):
     """last_n: slots `0..n-1` newest first, `k` of them filled."""
 
     def __init__(self, feature: CompiledFeature, kind: Any, size: int) -> None:
@@ -329,28 +310,8 @@ class _LastN(_Feature):
             getattr(self, f"ts{j}")[row], getattr(self, f"e{j}")[row] = t, e
             getattr(self, f"v{j}")[row] = v
 
-    def pieces(self, rows: Array) -> list[Piece]:
-        # The entries row after row, newest first: one triple each, grouped into rows.
-        k = self.k[rows]
-        total = int(k.sum())
-        if not total:
-            return [pa.array([b"[]"] * len(rows), pa.binary())]
-        ends = np.cumsum(k)
-        slot = np.arange(total) - np.repeat(ends - k, k)
-        at = np.repeat(rows, k)
-        ts, e, v = np.empty(total, np.int64), np.empty(total, object), np.empty(total, self.kind)
-        for j in range(self.size):
-            pick = np.flatnonzero(slot == j)
-            ts[pick] = getattr(self, f"ts{j}")[at[pick]]
-            e[pick] = getattr(self, f"e{j}")[at[pick]]
-            v[pick] = getattr(self, f"v{j}")[at[pick]]
-        last = np.zeros(total, dtype=bool)
-        last[ends[k > 0] - 1] = True
-        comma = pc.if_else(pa.array(last), b"", b",")
-        return [b"[", grouped(concat(*triple_pieces(ts, e, v), comma), k), b"]"]
 
-
-class _Stddev(_Feature):
+class StddevColumns(CountColumns):
     """Welford's update, once per event: one vectorized pass per rank of a repeated row."""
 
     def __init__(self, feature: CompiledFeature, kind: Any) -> None:
@@ -386,11 +347,8 @@ class _Stddev(_Feature):
     def load(self, row: int, state: Any) -> None:
         self.n[row], self.mean[row], self.m2[row] = state
 
-    def pieces(self, rows: Array) -> list[Piece]:
-        return triple_pieces(self.n[rows], self.mean[rows], self.m2[rows])
 
-
-def feature_columns(feature: CompiledFeature, dtype: str | None) -> _Feature:
+def feature_columns(feature: CompiledFeature, dtype: str | None) -> CountColumns:
     """The state columns of a feature whose column has schema dtype `dtype` (None: no column).
 
     >>> from features.model import Feature
@@ -403,18 +361,18 @@ def feature_columns(feature: CompiledFeature, dtype: str | None) -> _Feature:
     """
     agg, kind = feature.agg, _storage(dtype)
     if isinstance(agg, Count):
-        return _Feature(feature, kind)
+        return CountColumns(feature, kind)
     if isinstance(agg, Mean):
-        return _Mean(feature, kind)
+        return MeanColumns(feature, kind)
     if isinstance(agg, Sum):
-        return _Sum(feature, kind)
+        return SumColumns(feature, kind)
     if isinstance(agg, Min | Max):
-        return _Extreme(feature, kind, lowest=type(agg) is Min)
+        return ExtremeColumns(feature, kind, lowest=type(agg) is Min)
     if isinstance(agg, First | Last):
-        return _Ordered(feature, kind, latest=type(agg) is Last)
+        return OrderedColumns(feature, kind, latest=type(agg) is Last)
     if isinstance(agg, LastN):
-        return _LastN(feature, kind, agg.n)
+        return LastNColumns(feature, kind, agg.n)
     if isinstance(agg, Stddev):
-        return _Stddev(feature, kind)
+        return StddevColumns(feature, kind)
     msg = f"no column form for {type(agg).__name__} ({feature.name})"
     raise ValueError(msg)

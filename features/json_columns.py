@@ -26,6 +26,11 @@ import pyarrow.compute as pc
 Array = np.ndarray[Any, Any]
 # A part of a row-wise join: the same bytes for every row, or a column.
 Piece: TypeAlias = bytes | pa.Array
+# A column's values at the given positions, one per item (`assemble`: no copy made first).
+Picked: TypeAlias = tuple[pa.Array, Array]
+# Items of `assemble`'s rows: `counts[i]` of them for row i (None: one each), each the
+# concatenation of the pieces, whose columns have one value per item.
+Part: TypeAlias = tuple[Array | None, Sequence[Piece | Picked]]
 _join = pc.binary_join_element_wise
 _STRINGS = {str, type(None)}
 _COMMA, _QUOTE = ord(","), ord('"')
@@ -51,7 +56,7 @@ def texts(values: Array) -> pa.Array:
     """
     if not len(values):
         return pa.array([], pa.binary())
-    if values.dtype.kind in "iu" and values.min() >= 0 and values.max() < SMALL:
+    if _small(values):
         return _small_ints().take(pa.array(values))  # counts, lengths: a lookup, not a cut
     if values.dtype.kind in "iu" or values.dtype == np.float64:
         # No number's text holds a comma (NaN and infinities are written `null`).
@@ -73,6 +78,23 @@ def texts(values: Array) -> pa.Array:
         return pa.array(list(map(orjson.dumps, items)), pa.binary())
     except TypeError:  # an int beyond 64 bits, or a string orjson refuses
         return pa.array(list(map(_dump, items)), pa.binary())
+
+
+def int_texts(values: Array) -> Piece | Picked:
+    """`texts` of ints, as picks from a table of texts when all are small (nothing copied
+    until the join that uses them).
+
+    >>> int_texts(np.array([3, 12]))[0].take(pa.array([3, 12])).to_pylist()
+    [b'3', b'12']
+    """
+    return (_small_ints(), values) if _small(values) else texts(values)
+
+
+def _small(values: Array) -> bool:
+    """Whether `values` are ints in `range(SMALL)` (at least one)."""
+    return (
+        values.dtype.kind in "iu" and len(values) > 0 and 0 <= values.min() <= values.max() < SMALL
+    )
 
 
 def _cut(text: Array, commas: Array, n: int) -> pa.Array:
@@ -132,7 +154,7 @@ def _quoted(items: list[str | None]) -> pa.Array | None:
     return pc.fill_null(quoted, b"null") if strings.null_count else quoted
 
 
-def concat(*pieces: Piece) -> pa.Array:
+def concat(*pieces: Piece | Picked) -> pa.Array:
     """Each row's concatenation of `pieces` (at least one a column); adjacent constant
     pieces are merged first, as the join costs a step per piece and row.
 
@@ -141,6 +163,8 @@ def concat(*pieces: Piece) -> pa.Array:
     """
     merged: list[Piece] = []
     for piece in pieces:
+        if isinstance(piece, tuple):
+            piece = piece[0].take(pa.array(piece[1]))
         if isinstance(piece, bytes):
             if not piece:
                 continue
@@ -193,3 +217,97 @@ def grouped(values: pa.Array, counts: Array) -> pa.Array:
     ends = np.zeros(len(counts) + 1, np.int64)
     np.cumsum(counts, out=ends[1:])
     return pa.Array.from_buffers(pa.binary(), len(counts), [None, pa.py_buffer(at[ends]), data])
+
+
+def assemble(n: int, parts: Sequence[Part]) -> pa.Array:
+    """Each of `n` rows as the concatenation of its items of every part, in part order.
+
+    Every piece of every item is a segment, each copied once by one `take` from all the
+    columns and constants: cheaper per segment than a join, and no item is joined first
+    to be grouped and copied again.
+
+    >>> keys = pa.array([b"a", b"b"])
+    >>> pairs = (np.array([2, 0]), [(keys, np.array([1, 0])), b";"])
+    >>> assemble(2, [(None, [keys, b"="]), pairs]).to_pylist()
+    [b'a=b;a;', b'b=']
+    """
+    plan: list[tuple[Array | None, list[Piece | Picked]]] = []
+    for counts, pieces in parts:
+        if counts is not None and not counts.any():
+            continue
+        if counts is None and plan and plan[-1][0] is None:
+            plan[-1][1].extend(pieces)  # adjacent one-per-row parts: constants may merge
+        else:
+            plan.append((counts, list(pieces)))
+    columns: list[pa.Array] = []
+    base: dict[int, int] = {}  # id of a column → where its values start in `columns`
+    size = 0
+    consts: list[bytes] = []
+    merged: list[tuple[Array | None, list[bytes | Picked]]] = []
+    for counts, pieces in plan:
+        items = n if counts is None else int(counts.sum())
+        segments: list[bytes | Picked] = []
+        for piece in pieces:
+            if isinstance(piece, bytes):
+                if piece and segments and isinstance(segments[-1], bytes):
+                    segments[-1] += piece
+                elif piece:
+                    segments.append(piece)
+                continue
+            values, at = piece if isinstance(piece, tuple) else (piece, None)
+            if id(values) not in base:
+                if values.null_count:
+                    msg = "assemble takes columns without nulls"
+                    raise ValueError(msg)
+                base[id(values)] = size
+                columns.append(values.cast(pa.binary()))
+                size += len(values)
+            start = base[id(values)]
+            segments.append((values, start + (np.arange(items) if at is None else at)))
+        merged.append((counts, segments))
+    codes = []  # per part: its items' segments as dictionary positions, item by item
+    for counts, segments in merged:
+        items = n if counts is None else int(counts.sum())
+        code = np.empty((items, len(segments)), np.int64)
+        for j, segment in enumerate(segments):
+            if isinstance(segment, bytes):
+                code[:, j] = size + len(consts)
+                consts.append(segment)
+            else:
+                code[:, j] = segment[1]
+        codes.append((counts, code))
+    if not codes:
+        return pa.array([b""] * n, pa.binary())
+    if len(codes) == 1 and codes[0][0] is None:
+        flat, starts = codes[0][1].reshape(-1), np.arange(n + 1) * codes[0][1].shape[1]
+    else:
+        flat, starts = _placed(n, codes)
+    dictionary = pa.concat_arrays([*columns, pa.array(consts, pa.binary())])
+    out = pc.take(dictionary, pa.array(flat))
+    offsets = np.frombuffer(out.buffers()[1], np.int32, len(out) + 1, 4 * out.offset)
+    return pa.Array.from_buffers(
+        pa.binary(), n, [None, pa.py_buffer(offsets[starts]), out.buffers()[2]]
+    )
+
+
+def _placed(n: int, codes: Sequence[tuple[Array | None, Array]]) -> tuple[Array, Array]:
+    """The parts' segment codes in row order (row by row, part by part, item by item), and
+    where each row's segments start (n + 1 positions)."""
+    lengths = np.zeros(n, np.int64)
+    for counts, code in codes:
+        lengths += code.shape[1] if counts is None else counts * code.shape[1]
+    starts = np.zeros(n + 1, np.int64)
+    np.cumsum(lengths, out=starts[1:])
+    flat = np.empty(starts[-1], np.int64)
+    at = starts[:-1]
+    for counts, code in codes:
+        items, width = code.shape
+        if counts is None:
+            where = at
+        else:
+            owner = np.repeat(np.arange(n), counts)
+            first = np.cumsum(counts) - counts  # each row's first item
+            where = at[owner] + (np.arange(items) - first[owner]) * width
+        flat[where[:, None] + np.arange(width)] = code
+        at = at + (width if counts is None else counts * width)
+    return flat, starts

@@ -57,7 +57,14 @@ PLAIN_STATES = (Count, Sum, Min, Max)  # `finalize` returns the state itself
 
 
 def merge_all(agg: Aggregation) -> Callable[[list[State]], State]:
-    """A function merging a list of partial states in order, as folding `agg.merge` does."""
+    """A function merging a list of partial states in order, as folding `agg.merge` does.
+
+    >>> from features.aggregations import aggregation
+    >>> merge_all(aggregation("max", None))([3, 7, 5])
+    7
+    >>> merge_all(aggregation("mean", None))([[1, 2.0], [3, 4.0]])
+    [4, 6.0]
+    """
     shortcut = _SHORTCUTS.get(type(agg))
     if shortcut is not None:
         return shortcut

@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 
 from features.column_states import feature_columns
 from features.json_columns import Piece, concat, join_present
+from features.state_texts import state_pieces
 from features.tiles import CompiledFeature
 
 Array = np.ndarray[Any, Any]
@@ -117,9 +118,9 @@ class TileColumns:
         for feature, label in self.names:
             held = feature.n[rows] > 0
             if held.all():
-                always += [b"," if always else b"{", label, *feature.pieces(rows)]
+                always += [b"," if always else b"{", label, *state_pieces(feature, rows)]
             elif held.any():
-                text = concat(label, *feature.pieces(rows))
+                text = concat(label, *state_pieces(feature, rows))
                 some.append(pc.if_else(pa.array(held), text, none))
         if not always and not some:
             return [pa.array([b"{}"] * len(rows), pa.binary())]

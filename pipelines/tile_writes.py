@@ -13,7 +13,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from features.json_columns import Piece, concat, grouped
+from features.json_columns import Part, Picked, Piece
 from pipelines.sinks import tile_commands as cmd
 from pipelines.sinks.redis_tiles import bulk
 from pipelines.tile_batches import Changes, ends_of_groups
@@ -28,14 +28,14 @@ def encode_changes(view: ViewTiles, changes: Changes) -> tuple[memoryview, int, 
     """The commands writing every entity a flush changed (one `HSET` each, plus `DEL` and
     `PEXPIREAT` where due): their RESP, their reply count, and the entities new to Redis.
 
-    Every kind of field is built in entity order, so one join puts each entity's commands
-    in a row (`cmd.entity_commands`), and the rows' bytes are the RESP in command order."""
+    Every kind of field is built in entity order, so one assembly puts each entity's
+    commands in a row (`cmd.entity_rows`), and the rows' bytes are the RESP in command order."""
     if not changes.ents:
         return memoryview(b""), 0, []
     ents = _distinct(np.concatenate(changes.ents), len(view.max_ts))
     n = len(ents)
     keys = pa.array(view.key_bulk[ents], pa.binary())  # built when cached (`ViewTiles.add`)
-    groups: list[Piece] = []
+    parts: list[Part] = []
     fields = np.ones(n, dtype=np.int64)  # `m`
     for g, pairs in changes.tiles.items():
         rows = np.concatenate([r for _, r in pairs])
@@ -47,15 +47,15 @@ def encode_changes(view: ViewTiles, changes: Changes) -> tuple[memoryview, int, 
         counts = np.bincount(np.searchsorted(ents, tiles // span), minlength=n)
         slot = view.slots[g]
         pieces = cmd.tile_field_pieces(g, slot.start_of[rows], slot.columns.pieces(rows))
-        groups += _one_each(pieces, counts)
+        parts.append(_one_each(pieces, counts))
         fields += counts
     if changes.marks:
         names, marked, major, minor = _mark_pairs(view, changes.marks)
         counts = np.bincount(np.searchsorted(ents, marked), minlength=n)
-        groups += _one_each(cmd.mark_field_pieces(names, major, minor), counts)
+        parts.append(_one_each(cmd.mark_field_pieces(names, major, minor), counts))
         fields += counts
     heads = pa.array(view.heads[ents], pa.binary())
-    groups += cmd.meta_pieces(heads, view.max_ts[ents], view.folded[ents])
+    parts.append((None, cmd.meta_pieces(heads, view.max_ts[ents], view.folded[ents])))
     holds = np.zeros(n, dtype=bool)
     if view.pending:
         holds = np.fromiter(map(view.pending.__contains__, ents.tolist()), bool, n)
@@ -64,7 +64,7 @@ def encode_changes(view: ViewTiles, changes: Changes) -> tuple[memoryview, int, 
         texts = [
             cmd.pending_field(orjson.dumps(view.pending.get(e, []))) for e in ents[pend].tolist()
         ]
-        groups.append(grouped(pa.array(texts, pa.binary()), pend.astype(np.int64)))
+        parts.append((pend.astype(np.int64), [pa.array(texts, pa.binary())]))
         fields += pend
         view.stored_pending[ents] = holds
     count = n
@@ -79,18 +79,15 @@ def encode_changes(view: ViewTiles, changes: Changes) -> tuple[memoryview, int, 
         # set again only past the bucket set before (rounded up to it)
         view.expire_at[ents[moved]] = at
         count += len(moved)
-    data = cmd.entity_commands(keys, fields, groups, reset, (moved, at))
+    data = cmd.entity_rows(keys, fields, parts, reset, (moved, at))
     fresh = ents[view.fresh[ents]]
     view.fresh[fresh] = False
     return cmd.buffer(data), count, view.eids[fresh].tolist()
 
 
-def _one_each(pieces: list[Piece], counts: Array) -> list[Piece]:
-    """Pieces of field-value pairs in entity order, `counts[i]` of them for entity `i`, as
-    pieces of the entities' rows: as they are when each has one, else joined and grouped."""
-    if (counts == 1).all():
-        return pieces
-    return [grouped(concat(*pieces), counts)]
+def _one_each(pieces: list[Piece | Picked], counts: Array) -> Part:
+    """A part of field-value pairs in entity order, `counts[i]` of them for entity `i`."""
+    return (None if (counts == 1).all() else counts, pieces)
 
 
 def _distinct(values: Array, bound: int = 0) -> Array:
@@ -108,7 +105,7 @@ def _distinct(values: Array, bound: int = 0) -> Array:
 
 def _mark_pairs(
     view: ViewTiles, marks: list[tuple[list[str], Array, Array, Array, Array]]
-) -> tuple[Piece, Array, Array, Array]:
+) -> tuple[Piece | Picked, Array, Array, Array]:
     """The marks to write, one per (entity, stream), the last recorded winning, in entity
     order; with their field names (RESP bulk strings; one for all when all are alike)."""
     streams = list(dict.fromkeys(name for entry in marks for name in entry[0]))
@@ -126,4 +123,4 @@ def _mark_pairs(
     if len(stream) and stream.min() == stream.max():
         return bulk(f"o:{streams[stream[0]]}".encode()), marked, major, minor
     bulks = pa.array([bulk(f"o:{name}".encode()) for name in streams], pa.binary())
-    return bulks.take(pa.array(stream)), marked, major, minor
+    return (bulks, stream), marked, major, minor

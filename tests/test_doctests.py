@@ -26,6 +26,8 @@ MUST_HAVE_EXAMPLES = (
     "features.json_columns",
     "features.lateness",
     "features.layout",
+    "features.merging",
+    "features.state_texts",
     "features.tile_columns",
     "features.tiles",
 )

@@ -3,10 +3,10 @@
 Each written entity gets one `HSET` (docs/storage.md): its changed tiles, `m`, its replay
 marks `o:<stream>` and `p` when events are pending (or `[]` once folded), so one command
 moves it from one consistent state to the next. Its parts are built column-wise, one
-array per kind of part, each in entity order; `grouped` lines a kind's runs up with the
-entities without a copy, and one element-wise join puts every entity's commands (`DEL`,
-`HSET`, `PEXPIREAT`) in a row: the result's data buffer is the whole batch's RESP, sent
-as is. Every command has a one-line reply, which `redis_writer.TileConnection` relies on.
+array per kind of part, each in entity order (`counts[i]` items of a kind for entity i),
+and one `assemble` (a single `take`) puts every entity's commands (`DEL`, `HSET`,
+`PEXPIREAT`) in a row: the result's data buffer is the whole batch's RESP, sent as is.
+Every command has a one-line reply, which `redis_writer.TileConnection` relies on.
 
 >>> bytes(buffer(pa.array([b"*1\\r\\n", b"+x"])))
 b'*1\\r\\n+x'
@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.json_columns import Piece, concat, grouped, texts
+from features.json_columns import Part, Picked, Piece, assemble, concat, int_texts, texts
 
 Array = np.ndarray[Any, Any]
 
@@ -31,7 +31,7 @@ def bulk(values: pa.Array) -> pa.Array:
     return concat(*bulk_pieces([values]))
 
 
-def bulk_pieces(parts: Sequence[Piece]) -> list[Piece]:
+def bulk_pieces(parts: Sequence[Piece]) -> list[Piece | Picked]:
     r"""The pieces of each row's RESP bulk string of the row-wise concatenation of `parts`
     (at least one a column), for the caller's own join: one pass over the bytes, not two.
 
@@ -42,7 +42,7 @@ def bulk_pieces(parts: Sequence[Piece]) -> list[Piece]:
     for part in parts:
         if not isinstance(part, bytes):
             size = size + pc.binary_length(part).to_numpy()
-    return [b"$", texts(size), b"\r\n", *parts, b"\r\n"]
+    return [b"$", int_texts(size), b"\r\n", *parts, b"\r\n"]
 
 
 def buffer(values: pa.Array) -> memoryview:
@@ -56,25 +56,43 @@ def buffer(values: pa.Array) -> memoryview:
 def entity_commands(
     keys: pa.Array,
     fields: Array,
-    groups: Sequence[Piece],
+    groups: Sequence[Piece | Picked],
     deleted: Array | None = None,
     expire_at: tuple[Array, Array] | None = None,
 ) -> pa.Array:
     """Each entity's commands in one row: `DEL` where `deleted`, its `HSET` of `fields`
     field-value pairs (`groups`: each entity's pairs, pieces of one join), `PEXPIREAT`
     where given (`expire_at`: entity positions, ascending, and times)."""
-    pieces: list[Piece] = []
+    return entity_rows(keys, fields, [(None, groups)], deleted, expire_at)
+
+
+def entity_rows(
+    keys: pa.Array,
+    fields: Array,
+    pairs: Sequence[Part],
+    deleted: Array | None = None,
+    expire_at: tuple[Array, Array] | None = None,
+) -> pa.Array:
+    """`entity_commands` with the field-value pairs as parts of `assemble` (a kind's pairs
+    `counts[i]` to entity i), so no kind is joined on its own first."""
+    n = len(keys)
+    parts: list[Part] = []
     if deleted is not None and len(deleted):
-        counts = np.zeros(len(keys), np.int64)
-        counts[deleted] = 1
-        pieces.append(grouped(deletes(keys.take(pa.array(deleted))), counts))
-    pieces += [b"*", texts(2 + 2 * fields), b"\r\n$4\r\nHSET\r\n", keys, *groups]
+        parts.append((_marked(n, deleted), [b"*2\r\n$3\r\nDEL\r\n", (keys, deleted)]))
+    parts.append((None, [b"*", int_texts(2 + 2 * fields), b"\r\n$4\r\nHSET\r\n", keys]))
+    parts += pairs
     if expire_at is not None and len(expire_at[0]):
         moved, at = expire_at
-        counts = np.zeros(len(keys), np.int64)
-        counts[moved] = 1
-        pieces.append(grouped(expires(keys.take(pa.array(moved)), at), counts))
-    return concat(*pieces)
+        expiry = [b"*3\r\n$9\r\nPEXPIREAT\r\n", (keys, moved), _by_value(at, _bulk_int)]
+        parts.append((_marked(n, moved), expiry))
+    return assemble(n, parts)
+
+
+def _marked(n: int, rows: Array) -> Array:
+    """Counts of one item for each of `rows`, none for the other rows of `n`."""
+    counts = np.zeros(n, np.int64)
+    counts[rows] = 1
+    return counts
 
 
 def deletes(keys: pa.Array) -> pa.Array:
@@ -88,14 +106,13 @@ def expires(keys: pa.Array, at_ms: Array) -> pa.Array:
     return concat(b"*3\r\n$9\r\nPEXPIREAT\r\n", keys, _by_value(at_ms, _bulk_int))
 
 
-def _by_value(values: Array, build: Callable[[int], bytes]) -> Piece:
+def _by_value(values: Array, build: Callable[[int], bytes]) -> Piece | Picked:
     """`build(v)` of each int `v` of `values`: built once per distinct value (a constant
-    piece when there is one)."""
+    piece when there is one, else picks from the distinct ones)."""
     if len(values) and values.min() == values.max():
         return build(int(values[0]))
     distinct, where = np.unique(values, return_inverse=True)
-    built = pa.array([build(v) for v in distinct.tolist()], pa.binary())
-    return built.take(pa.array(where.reshape(-1)))
+    return pa.array([build(v) for v in distinct.tolist()], pa.binary()), where.reshape(-1)
 
 
 def _bulk_int(value: int) -> bytes:
@@ -103,7 +120,7 @@ def _bulk_int(value: int) -> bytes:
     return bulk_text(b"%d" % value)
 
 
-def tile_field_pieces(g: int, starts: Array, values: Sequence[Piece]) -> list[Piece]:
+def tile_field_pieces(g: int, starts: Array, values: Sequence[Piece]) -> list[Piece | Picked]:
     """Pieces of field-value pairs `t:<g>:<start>` → tile JSON (`layout.tile_field`);
     `values` are the pieces of the JSON (`TileColumns.pieces`)."""
     # Tiles are aligned: a batch has few distinct starts, so each name is built once.
@@ -118,12 +135,12 @@ def bulk_text(text: bytes) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(text), text)
 
 
-def mark_field_pieces(names: Piece, major: Array, minor: Array) -> list[Piece]:
+def mark_field_pieces(names: Piece | Picked, major: Array, minor: Array) -> list[Piece | Picked]:
     """Pieces of field-value pairs of replay marks: `names` (RESP bulk) → `[major,minor]`."""
     return [names, *bulk_pieces([b"[", texts(major), b",", texts(minor), b"]"])]
 
 
-def meta_pieces(heads: pa.Array, max_ts: Array, folded: Array) -> list[Piece]:
+def meta_pieces(heads: pa.Array, max_ts: Array, folded: Array) -> list[Piece | Picked]:
     """Pieces of field-value pairs `m` → `{"keys":…,"v":…,"max_ts":…,"folded":…}`."""
     newest = texts(max_ts)
     done = newest if np.array_equal(max_ts, folded) else texts(folded)
