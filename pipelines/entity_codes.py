@@ -75,19 +75,25 @@ class ViewCodes:
             self.by_code = grown(self.by_code, size, -1)
         return self.by_code
 
-    def lookup(self, batch: Batch) -> Array:
-        """The numbers of the batch's entities (-1: not cached), by the codes the views of
-        its group share (worked out by the first of them)."""
+    def of_batch(self, batch: Batch) -> Array:
+        """The codes of the batch's entity ids, which the views of its group share (worked
+        out by the first of them)."""
         codes = self.codes
         found = batch.shared.get("codes")
         if found is None or found[0] is not codes or found[1] != codes.generation:
             found = batch.shared["codes"] = (codes, codes.generation, codes.of(batch.eids))
-        return self.current()[found[2]].astype(np.int64)
+        return found[2]
 
-    def added(self, eids: Sequence[str]) -> None:
-        """Entities just put in `index`."""
-        at = self.codes.of(eids)
-        self.current()[at] = np.fromiter(map(self.index.__getitem__, eids), np.int64, len(eids))
+    def lookup(self, batch: Batch) -> Array:
+        """The numbers of the batch's entities (-1: not cached)."""
+        at = self.of_batch(batch)
+        return self.current()[at].astype(np.int64)
+
+    def added(self, eids: Sequence[str], ents: Array, codes: Array | None = None) -> None:
+        """Entities just put in `index`, numbered `ents` there; `codes`, if given, are their
+        codes (`of_batch` since the codes last started afresh), else looked up."""
+        at = self.codes.of(eids) if codes is None else codes
+        self.current()[at] = ents  # `current` after `of`: new codes grow the map it gives
 
     def forgotten(self, eids: list[str]) -> None:
         """Entities just taken out of `index`: each has a code (`added`), unless the codes

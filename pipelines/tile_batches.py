@@ -58,12 +58,13 @@ def batch_of(parts: list[tuple[TileInput, list[Any]]], columns: Iterable[str]) -
     """
     streams = list(dict.fromkeys(inp.part for inp, _ in parts))
     number = {name: i for i, name in enumerate(streams)}
-    entries = [e for _, found in parts for e in found] if len(parts) > 1 else parts[0][1]
-    sizes = [len(found) for _, found in parts]
+    found_lists = [found for _, found in parts]
+    entries = list(chain.from_iterable(found_lists)) if len(parts) > 1 else found_lists[0]
+    sizes = list(map(len, found_lists))
     events = list(map(_EVENT, entries))
     n = len(entries)
     rows = list(map(_ROW, events))
-    values = {c: objects(list(map(dict.get, rows, repeat(c, n)))) for c in columns}
+    values = {c: np.fromiter(map(dict.get, rows, repeat(c, n)), object, n) for c in columns}
     positions = np.fromiter(chain.from_iterable(map(_POSITION, entries)), np.int64, 2 * n)
     return Batch(
         streams=streams,
@@ -72,7 +73,7 @@ def batch_of(parts: list[tuple[TileInput, list[Any]]], columns: Iterable[str]) -
         eids=list(map(_EID, entries)),
         keys=list(map(_KEYS, entries)),
         ts=np.fromiter(map(_TS, events), np.int64, n),
-        event_ids=objects(list(map(_EVENT_ID, events))),
+        event_ids=np.fromiter(map(_EVENT_ID, events), object, n),
         values=values,
         rows=rows,
         major=positions[0::2],
@@ -85,11 +86,10 @@ _EID, _KEYS, _EVENT, _POSITION = itemgetter(0), itemgetter(1), itemgetter(2), it
 _ROW, _TS, _EVENT_ID = attrgetter("row"), attrgetter("ts"), attrgetter("eid")
 
 
-def objects(values: list[Any]) -> Array:
-    """A 1-d object array of `values` (`np.array` would nest lists and tuples)."""
-    out = np.empty(len(values), dtype=object)
-    out[:] = values
-    return out
+def objects(values: Sequence[Any]) -> Array:
+    """A 1-d object array of `values` (`np.array` would nest lists and tuples); `fromiter`
+    stores each item as it is, without looking into it for nested sequences."""
+    return np.fromiter(values, object, len(values))
 
 
 def select(batch: Batch, keep: Array) -> Batch:

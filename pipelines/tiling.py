@@ -47,7 +47,8 @@ if TYPE_CHECKING:
 SWEEP_US = 300 * US_PER_S
 FLUSH_EVENTS = 4000  # queued events that make a shard's call fold the worker's queue at once
 Pending = dict[tuple[str, str], tuple[Any, ...]]  # (view, entity) → join-key values
-Missing = tuple[list[str], list[tuple[Any, ...]], np.ndarray[Any, Any]]  # ids, keys, shards
+# Entities to load: ids, join-key values, shards and their entity codes (None: not known).
+Missing = tuple[list[str], list[tuple[Any, ...]], np.ndarray[Any, Any], np.ndarray[Any, Any] | None]
 
 
 class TileEngine:
@@ -185,7 +186,8 @@ class TileEngine:
             at = view.missing(batch)
             if at:
                 ids, values = batch.eids.__getitem__, batch.keys.__getitem__
-                picked = (list(map(ids, at)), list(map(values, at)), batch.shard[at])
+                codes = view.codes.of_batch(batch)[at]  # coded by `missing` just now
+                picked = (list(map(ids, at)), list(map(values, at)), batch.shard[at], codes)
                 wanted.setdefault(name, []).append(picked)
         restored: dict[str, dict[str, tuple[Any, ...]]] = {}
         for (name, eid), keys in self.restored.items():
@@ -194,7 +196,7 @@ class TileEngine:
                 restored.setdefault(name, {})[eid] = keys
         for name, found in restored.items():
             shards = np.array([shard_of_entity(e) for e in found], dtype=np.int64)
-            wanted.setdefault(name, []).append((list(found), list(found.values()), shards))
+            wanted.setdefault(name, []).append((list(found), list(found.values()), shards, None))
         self.restored = {}
         if not wanted:
             return
@@ -203,13 +205,27 @@ class TileEngine:
             self.writer.drain()
             self.dropped = False
         loads = [(name, *_first_of_each(parts)) for name, parts in wanted.items()]
-        bulks = [key_bulks(self.project, name, eids) for name, eids, _, _ in loads]
-        count = sum(len(eids) for _, eids, _, _ in loads)
-        replies = fetch_packed(self.client, hgetalls(bulks), count)
+        bulks = [key_bulks(self.project, name, eids) for name, eids, *_ in loads]
+        count = sum(len(eids) for _, eids, *_ in loads)
+        added: list[tuple[ViewTiles, np.ndarray[Any, Any]]] = []
+
+        def add() -> None:
+            # The entities go into the cache while Redis reads them (nothing here needs the
+            # replies); their stored state is set once the replies are in.
+            for (name, eids, key_values, shards, coded), framed in zip(loads, bulks, strict=True):
+                view = self.views[name]
+                added.append((view, view.add(eids, key_values, shards, framed, coded)))
+
+        try:
+            replies = fetch_packed(self.client, hgetalls(bulks), count, add)
+        except BaseException:
+            for view, ents in added:  # not read: out of the cache again
+                view.forget(ents.tolist())
+            raise
         end = 0
-        for (name, eids, key_values, shards), keys in zip(loads, bulks, strict=True):
-            start, end = end, end + len(eids)
-            self.views[name].load(eids, key_values, shards, replies[start:end], keys)
+        for view, ents in added:
+            start, end = end, end + len(ents)
+            view.loaded(ents, replies[start:end])
 
     def _write(self, changes: dict[str, Changes], fresh: dict[str, int]) -> None:
         """Send every view's writes, then the new entities and freshness:
@@ -269,7 +285,9 @@ def _first_of_each(parts: list[Missing]) -> Missing:
     keys = [k for p in parts for k in p[1]]
     at = first_positions(eids, range(len(eids)))
     shards = np.concatenate([p[2] for p in parts])[at]
-    return [eids[i] for i in at], [keys[i] for i in at], shards
+    known = [p[3] for p in parts if p[3] is not None]
+    codes = np.concatenate(known)[at] if len(known) == len(parts) else None
+    return [eids[i] for i in at], [keys[i] for i in at], shards, codes
 
 
 def shard_builder(

@@ -5,9 +5,9 @@ never event by event, and then writes each touched entity with one `HSET` built 
 (`sinks.tile_commands`). Per entity it keeps what the writer needs: the newest event time
 (`max_ts`), the time folded up to, the expiry last set, the events later than the clock
 (`pending`, rare: kept as Python records) and, per origin stream, the newest position
-applied: replayed events at or before it are skipped, so nothing is applied twice. Its
-RESP key and the fixed head of its `m` are built when it is cached, a batch at a time;
-`tile_loads` decodes the hash of an entity Redis holds.
+applied: replayed events at or before it are skipped (`replay_marks`), so nothing is
+applied twice. Its RESP key and the fixed head of its `m` are built when it is cached, a
+batch at a time; `tile_loads` decodes the hash of an entity Redis holds.
 
 Tiles no window can read at any time from now on are not created (an old event still
 moves `max_ts`), and those that age out are dropped a sweep at a time: `ViewTiler.prune`'s
@@ -28,16 +28,10 @@ from features.tiles import MIN_TS
 from pipelines.entity_codes import EntityCodes, ViewCodes
 from pipelines.plan import ViewRoute
 from pipelines.records import Position
+from pipelines.replay_marks import guard, mark
 from pipelines.sinks.redis_bulk import pack_one
 from pipelines.sinks.redis_tiles import expiry_bucket_ms, meta_heads
-from pipelines.tile_batches import (
-    Batch,
-    Changes,
-    ends_of_groups,
-    first_positions,
-    objects,
-    select,
-)
+from pipelines.tile_batches import Batch, Changes, first_positions, objects, select
 from pipelines.tile_loads import load_stored
 from pipelines.tile_slots import TileSlots
 from pipelines.tile_writes import encode_changes
@@ -126,11 +120,12 @@ class ViewTiles:
         keys: Sequence[tuple[Any, ...]],
         shards: Array,
         bulks: list[bytes],
+        codes: Array | None = None,
     ) -> Array:
         """Cache new, empty entities (not in Redis, or to be replaced); returns their numbers.
 
         Their RESP keys (`bulks`, built by the caller to read them: `key_bulks`) and `m`
-        heads are kept per entity number for `encode` to take."""
+        heads are kept per entity number for `encode` to take; `codes`: `ViewCodes.added`."""
         n = len(eids)
         reuse = min(n, len(self.free))
         ents = self.free[len(self.free) - reuse :]
@@ -139,12 +134,12 @@ class ViewTiles:
         self.top += n - reuse
         self._grow(self.top)
         out = np.array(ents, dtype=np.int64)
-        self.eids[out] = objects(list(eids))
-        self.keys[out] = objects(list(keys))
+        self.eids[out] = objects(eids)
+        self.keys[out] = objects(keys)
         self.key_bulk[out] = objects(bulks)
         self.heads[out] = objects(meta_heads(keys, self.route.version))
         self.index.update(zip(eids, ents, strict=True))
-        self.codes.added(eids)
+        self.codes.added(eids, out, codes)
         self.shard[out] = shards
         return out
 
@@ -175,10 +170,15 @@ class ViewTiles:
         shards: Array,
         replies: list[Any],
         bulks: list[bytes],
+        codes: Array | None = None,
     ) -> None:
         """Cache entities from their `HGETALL` replies (RESP3 maps or RESP2 lists; empty: new);
-        `bulks` are their RESP keys, which the caller built to read them."""
-        ents = self.add(eids, keys, shards, bulks)
+        `bulks` are their RESP keys, which the caller built to read them (`codes`: `add`)."""
+        self.loaded(self.add(eids, keys, shards, bulks, codes), replies)
+
+    def loaded(self, ents: Array, replies: list[Any]) -> None:
+        """Set entities just added (`add`, in the order read) from their `HGETALL` replies:
+        the second half of `load`, which the engine runs once the replies are in."""
         empty = np.fromiter(map(operator.not_, replies), bool, len(replies))
         self.fresh[ents[empty]] = True
         for i in np.flatnonzero(~empty).tolist():
@@ -199,13 +199,13 @@ class ViewTiles:
     def apply(self, batch: Batch, now: int, changes: Changes, flush: int) -> int:
         """Apply a batch (entities cached); returns the newest event time applied (or NONE)."""
         ents = self._entities(batch)
-        keep = self._guard(batch, ents)
+        keep = guard(self, batch, ents)
         if keep is not None:
             if not keep.any():
                 return NONE
             ents, batch = ents[keep], select(batch, keep)
         self.used[ents] = flush
-        self._mark(batch, ents, changes)
+        mark(self, batch, ents, changes)
         changes.ents.append(ents)
         ts = batch.ts
         np.maximum.at(self.max_ts, ents, ts)
@@ -223,58 +223,6 @@ class ViewTiles:
         else:
             self._fold(ents, ts, batch.event_ids, batch.values, now, changes, batch.shared)
         return int(ts.max())
-
-    def _mark(self, batch: Batch, ents: Array, changes: Changes) -> None:
-        """Record the newest position applied per (entity, stream): positions grow within a
-        stream, so it is the entity's last event of that stream."""
-        found = batch.shared.get("marks")
-        if found is None:
-            # Which events are last of their (entity, stream) does not hang on the numbers
-            # a view gives its entities: the first view of a group works it out for all.
-            pair = ents * len(batch.streams) + batch.stream
-            last = ends_of_groups(pair, last=True)
-            stream, major, minor = batch.stream[last], batch.major[last], batch.minor[last]
-            per_stream = []
-            for s, name in enumerate(batch.streams):
-                at = np.flatnonzero(stream == s)
-                if len(at):
-                    top = int(major[at].max())
-                    position = (top, int(minor[at][major[at] == top].max()))
-                    per_stream.append((name, at, major[at], minor[at], position))
-            found = batch.shared["marks"] = (last, stream, major, minor, per_stream)
-        last, stream, major, minor, per_stream = found
-        marked = ents[last]
-        for name, at, majors, minors, position in per_stream:
-            held = self.marks_of(name)
-            held[0][marked[at]], held[1][marked[at]] = majors, minors
-            if name not in self.stream_top or position > self.stream_top[name]:
-                self.stream_top[name] = position
-        changes.marks.append((batch.streams, stream, marked, major, minor))
-
-    def _guard(self, batch: Batch, ents: Array) -> Array | None:
-        """Which events were not applied before a crash (None: all of them, the usual case).
-
-        A stream whose first event here is past every mark this cache holds for it (the
-        marks of uncached entities are read with them) cannot replay anything."""
-        keep = None
-        firsts = batch.shared.get("firsts")
-        if firsts is None:
-            firsts = batch.shared["firsts"] = ends_of_groups(batch.stream, last=False)
-        for first in firsts.tolist():
-            s = int(batch.stream[first])
-            name = batch.streams[s]
-            top = self.stream_top.get(name)
-            if top is None or (int(batch.major[first]), int(batch.minor[first])) > top:
-                continue
-            if keep is None:
-                keep = np.ones(len(ents), dtype=bool)
-            at = np.flatnonzero(batch.stream == s)
-            major, minor = self.marks_of(name)
-            held_major, held_minor = major[ents[at]], minor[ents[at]]
-            keep[at] = (batch.major[at] > held_major) | (
-                (batch.major[at] == held_major) & (batch.minor[at] > held_minor)
-            )
-        return keep
 
     def _fold(
         self,

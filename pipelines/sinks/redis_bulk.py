@@ -9,7 +9,7 @@ any I/O failure it is disconnected instead.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
@@ -24,13 +24,21 @@ pack_one: Any = hiredis.pack_command  # one command tuple → RESP bytes
 _MORE = object()  # what the reader returns while a reply is incomplete
 
 
-def _round_trip(client: redis.Redis, payload: bytes | memoryview, count: int) -> list[Any]:
-    """Send RESP `payload` holding `count` commands; return the `count` replies in order."""
+def _round_trip(
+    client: redis.Redis,
+    payload: bytes | memoryview,
+    count: int,
+    meanwhile: Callable[[], None] | None = None,
+) -> list[Any]:
+    """Send RESP `payload` holding `count` commands; return the `count` replies in order.
+    `meanwhile` runs once the payload is sent, while Redis works on it."""
     pool = client.connection_pool
     conn = pool.get_connection()
     replies: list[Any] = []
     try:
         conn.send_packed_command([payload], check_health=False)
+        if meanwhile is not None:
+            meanwhile()
         reader = hiredis.Reader(notEnoughData=_MORE)
         sock: Any = conn._sock  # replies are parsed here, not by redis-py's parser
         while len(replies) < count:
@@ -63,11 +71,19 @@ def call_raw(client: redis.Redis, *command: Any) -> Any:
     return replies[0]
 
 
-def fetch_packed(client: redis.Redis, payload: bytes | memoryview, count: int) -> list[Any]:
+def fetch_packed(
+    client: redis.Redis,
+    payload: bytes | memoryview,
+    count: int,
+    meanwhile: Callable[[], None] | None = None,
+) -> list[Any]:
     """The replies of `count` commands already packed as RESP in `payload`, in one round trip
-    (batches built column-wise skip packing command tuples one by one)."""
+    (batches built column-wise skip packing command tuples one by one). `meanwhile` (work
+    not needing the replies) runs while Redis works on the commands."""
     if not count:
+        if meanwhile is not None:
+            meanwhile()
         return []
-    replies = _round_trip(client, payload, count)
+    replies = _round_trip(client, payload, count, meanwhile)
     _raise_errors(replies, "command(s)")
     return replies
