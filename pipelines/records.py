@@ -8,6 +8,7 @@ to never write the same letter twice after a replay.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,13 +93,38 @@ class LogBatch:
 
 
 @dataclass(slots=True)
+class Entries:
+    """Events of one group of views for one tile shard, as columns (aligned, arrival order):
+    no per-event tuple to build in the router, take apart in the fold, or free after it."""
+
+    eids: list[str]  # entity ids
+    keys: list[tuple[Any, ...]]  # join-key values
+    events: list[Any]
+    positions: list[Position]
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    @classmethod
+    def of(cls, rows: Iterable[tuple[str, tuple[Any, ...], Any, Position]]) -> Entries:
+        """Columns of (entity id, values, event, position) rows (tests build them so)."""
+        table = list(rows)
+        return cls(
+            [row[0] for row in table],
+            [row[1] for row in table],
+            [row[2] for row in table],
+            [row[3] for row in table],
+        )
+
+
+@dataclass(slots=True)
 class TileInput:
     """Accepted events of one origin partition for one tile shard, grouped by the views
-    sharing one entity: `[(view names, [(entity id, values, event, position), ...]), ...]`."""
+    sharing one entity: `[(view names, entries), ...]`."""
 
     shard: int
     part: str
-    groups: list[tuple[tuple[str, ...], list[tuple[str, tuple[Any, ...], Any, Position]]]]
+    groups: list[tuple[tuple[str, ...], Entries]]
 
 
 @dataclass(slots=True)

@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterator, Sequence
-from operator import attrgetter
+from itertools import compress, repeat
+from operator import itemgetter, not_
 from typing import Any
 
+import numpy as np
+
 from features import layout
+from features.schema import Event
 from pipelines.plan import PlanSource
-from pipelines.records import AcceptedBatch, Position, TileInput
+from pipelines.records import AcceptedBatch, Entries, Position, TileInput
 from pipelines.shard_keys import BALANCED, SHARDS
 
 TILE_SHARDS = SHARDS  # as many as ledger shards, under the same keys (`pipelines.shard_keys`)
-_KEY = attrgetter("key")
+# Events are `Event` named tuples: an index reads a field faster than its name does.
+_KEY, _ROW = (itemgetter(Event._fields.index(f)) for f in ("key", "row"))
+_FIRST = itemgetter(0)
 
 
 def shard_of_entity(eid: str) -> int:
@@ -43,46 +49,68 @@ class TileRouter:
         for route in source_plan.views:
             by_keys.setdefault(route.join_keys, []).append(route.view.name)
         shards: dict[int, TileInput] = {}
-        entity_id = layout.entity_id
-        positions = batch.positions
-        source_key = source_plan.source.key
+        events = batch.events
         # Positions only grow within one origin partition *and* one ledger shard (shards
         # reach this step interleaved), so that pair names the replay guard's stream.
         stream = f"{batch.part}#{batch.shard}"
         for join_keys, names in by_keys.items():
             group = tuple(names)
-            if join_keys == source_key:
+            if join_keys == source_plan.source.key:
                 # The entity is the source key: its tile shard is its ledger shard (the
                 # same crc32 of the same entity id, over as many shards), and its key values
-                # are never null.
-                # Built by C iterators, not a comprehension. No cache of entity ids: with
-                # 30k keys a probe of the large dict cost more than `entity_id` saves; plain
-                # string keys are their own ids, checked for the whole column at once.
-                events = batch.events
+                # are never null. The batch's own lists are the entries' columns.
                 keys = list(map(_KEY, events))
-                ids = layout.plain_entity_ids(keys) or list(map(entity_id, keys))
-                entries = list(zip(ids, keys, events, positions, strict=True))
-                inp = shards.get(batch.shard)
-                if inp is None:
-                    inp = shards[batch.shard] = TileInput(batch.shard, stream, [])
-                inp.groups.append((group, entries))
-                continue
-            per_shard: dict[int, list[tuple[str, tuple[Any, ...], Any, Position]]] = {}
-            for i, event in enumerate(batch.events):
-                row = event.row
-                values = tuple([row[k] for k in join_keys])
-                if None in values:
-                    continue  # an entity needs every join key
-                eid = entity_id(values)
-                shard = shard_of_entity(eid)
-                found = per_shard.get(shard)
-                if found is None:
-                    found = per_shard[shard] = []
-                found.append((eid, values, event, positions[i]))
-            for shard, found in per_shard.items():
+                parts = [(batch.shard, Entries(_ids(keys), keys, events, batch.positions))]
+            else:
+                parts = _by_shard(events, batch.positions, join_keys)
+            for shard, entries in parts:
                 inp = shards.get(shard)
                 if inp is None:
                     inp = shards[shard] = TileInput(shard, stream, [])
-                inp.groups.append((group, found))
+                inp.groups.append((group, entries))
         for shard, inp in shards.items():
             yield (self.shard_keys[shard], inp)
+
+
+def _ids(keys: list[tuple[Any, ...]]) -> list[str]:
+    """`entity_id` of each key: plain string keys are their own ids, checked for the whole
+    column at once (no cache: with 30k keys a probe of a large dict cost more)."""
+    return layout.plain_entity_ids(keys) or list(map(layout.entity_id, keys))
+
+
+def _by_shard(
+    events: list[Any], positions: list[Position], join_keys: tuple[str, ...]
+) -> list[tuple[int, Entries]]:
+    """The events with every join key set, as entries per tile shard of their entity (in
+    order of each shard's first event), for views keyed unlike their source."""
+    rows = list(map(_ROW, events))
+    keys = list(zip(*[list(map(itemgetter(k), rows)) for k in join_keys], strict=True))
+    if not keys:
+        return []
+    nulls = list(map(tuple.__contains__, keys, repeat(None)))
+    if any(nulls):  # an entity needs every join key
+        at = list(compress(range(len(keys)), map(not_, nulls)))
+        keys = list(map(keys.__getitem__, at))
+        events = list(map(events.__getitem__, at))
+        positions = list(map(positions.__getitem__, at))
+        if not keys:
+            return []
+    eids = _ids(keys)
+    shard = np.fromiter(map(zlib.crc32, map(str.encode, eids)), np.int64, len(eids))
+    shard %= TILE_SHARDS
+    if (shard == shard[0]).all():
+        return [(int(shard[0]), Entries(eids, keys, events, positions))]
+    order = np.argsort(shard, kind="stable")
+    edges = np.flatnonzero(np.diff(shard[order])) + 1
+    out = []
+    for run in np.split(order, edges):
+        pick = run.tolist()
+        picked = Entries(
+            list(map(eids.__getitem__, pick)),
+            list(map(keys.__getitem__, pick)),
+            list(map(events.__getitem__, pick)),
+            list(map(positions.__getitem__, pick)),
+        )
+        out.append((pick[0], picked))
+    out.sort(key=_FIRST)
+    return [(int(shard[first]), entries) for first, entries in out]

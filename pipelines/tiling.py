@@ -32,7 +32,7 @@ from features import layout
 from features.durations import US_PER_S, from_us, now_us
 from pipelines.entity_codes import EntityCodes
 from pipelines.plan import Plan, PlanSource
-from pipelines.records import TileInput
+from pipelines.records import Entries, TileInput
 from pipelines.sinks.redis_bulk import fetch_packed, pack_one
 from pipelines.sinks.redis_tiles import hgetalls, key_bulks
 from pipelines.sinks.redis_writer import TileConnection
@@ -84,7 +84,7 @@ class TileEngine:
     def submit(self, values: list[TileInput]) -> None:
         """Queue a shard's inputs; fold the queue once it is large enough."""
         self.queue += values
-        self.queued += sum(len(e) for inp in values for _, e in inp.groups)
+        self.queued += sum(len(e.events) for inp in values for _, e in inp.groups)
         if self.queued >= FLUSH_EVENTS:
             self.flush()
 
@@ -164,10 +164,10 @@ class TileEngine:
     def _batches(self, inputs: list[TileInput]) -> list[tuple[str, ViewTiles, Batch]]:
         """The queued events as one batch of columns per group of views (views on the same
         entity), in queue order: each stream's events keep their order."""
-        groups: dict[tuple[str, ...], list[tuple[TileInput, list[Any]]]] = {}
+        groups: dict[tuple[str, ...], list[tuple[TileInput, Entries]]] = {}
         for inp in inputs:
             for names, entries in inp.groups:
-                if entries:
+                if entries.events:
                     groups.setdefault(names, []).append((inp, entries))
         work = []
         for names, parts in groups.items():

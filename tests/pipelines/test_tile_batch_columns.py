@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features.schema import Event
-from pipelines.records import TileInput
+from pipelines.records import Entries, TileInput
 from pipelines.tile_batches import Batch, batch_of, objects
 
 COLUMNS = ["a", "b", "c"]
@@ -70,10 +70,10 @@ def test_batch_of_gives_the_columns_built_event_by_event(
 ) -> None:
     parts = []
     for part, shard, found in raw:
-        entries = [
+        entries = Entries.of(
             (eid, (eid,), Event(i, ts, f"e{i}", (eid,), row, {}, None), position)
             for i, (eid, ts, row, position) in enumerate(found)
-        ]
+        )
         parts.append((TileInput(shard, part, [(("v",), entries)]), entries))
     batch = batch_of(parts, COLUMNS)
     want = _by_event(parts)
@@ -91,7 +91,7 @@ def test_batch_of_gives_the_columns_built_event_by_event(
         _same(batch.values[column], want.values[column].tolist())
 
 
-def _by_event(parts: list[tuple[TileInput, list[Any]]]) -> Batch:
+def _by_event(parts: list[tuple[TileInput, Entries]]) -> Batch:
     """`batch_of`, one event at a time."""
     streams: list[str] = []
     stream, shard, eids, keys, ts, event_ids, rows, major, minor = ([] for _ in range(9))
@@ -99,7 +99,9 @@ def _by_event(parts: list[tuple[TileInput, list[Any]]]) -> Batch:
     for inp, found in parts:
         if inp.part not in streams:
             streams.append(inp.part)
-        for eid, key, event, (high, low) in found:
+        for eid, key, event, (high, low) in zip(
+            found.eids, found.keys, found.events, found.positions, strict=True
+        ):
             stream.append(streams.index(inp.part))
             shard.append(inp.shard)
             eids.append(eid)

@@ -19,7 +19,7 @@ from features.errors import StorageError
 from features.tiles import ViewTiler
 from pipelines import tiling
 from pipelines.plan import PlanSource
-from pipelines.records import TileInput
+from pipelines.records import Entries, TileInput
 from pipelines.tile_batches import Batch
 from pipelines.tiling import TileEngine, TileShard
 from pipelines.view_tiles import ViewTiles
@@ -72,7 +72,7 @@ def test_loaded_entities_keep_the_codes_their_batch_gave_them(
         ]
         i += len(entries)
         if entries:
-            shard.on_batch([TileInput(0, "p0#0", [(("v",), entries)])])
+            shard.on_batch([TileInput(0, "p0#0", [(("v",), Entries.of(entries))])])
         engine.flush()
         _check(engine.views["v"])
     shard.snapshot()
@@ -104,7 +104,7 @@ def test_entities_whose_read_fails_leave_the_cache_as_it_was(
         ]
         view = engine.views.get("v")
         before = dict(view.index) if view is not None else {}
-        shard.on_batch([TileInput(0, "p0#0", [(("v",), entries)])])
+        shard.on_batch([TileInput(0, "p0#0", [(("v",), Entries.of(entries))])])
         if i % 2 == 0 and set(users) - set(before):  # some entity to read: the read fails
             with monkeypatch.context() as patch:
                 patch.setattr(tiling, "fetch_packed", failing)
@@ -112,7 +112,8 @@ def test_entities_whose_read_fails_leave_the_cache_as_it_was(
                     engine.flush()
             assert engine.views["v"].index == before
             _check(engine.views["v"])
-            engine.queue = [TileInput(0, "p0#0", [(("v",), entries)])]  # the failed inputs
+            failed = TileInput(0, "p0#0", [(("v",), Entries.of(entries))])
+            engine.queue = [failed]  # the failed inputs
         engine.flush()
         _check(engine.views["v"])
         for u in users:

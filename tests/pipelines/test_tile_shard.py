@@ -21,7 +21,7 @@ from features.model import Column, Definitions, Entity, FeatureView, Source
 from features.schema import Event
 from features.tiles import ViewTiler
 from pipelines.plan import PlanSource
-from pipelines.records import TileInput
+from pipelines.records import Entries, TileInput
 from pipelines.sinks.redis_writer import TileConnection
 from pipelines.tiling import TileEngine, TileShard
 from tests.pipelines.scenario import H, M, S, feature
@@ -73,6 +73,11 @@ def _event(i: int, user: str, ts: int) -> Event:
     return Event(i, ts, f"c{i}", (user,), row, {}, None)
 
 
+def _input(stream: str, rows: list[tuple[str, tuple[str], Event, tuple[int, int]]]) -> TileInput:
+    """Tile shard 0's input from `stream`: `rows` of (entity id, values, event, position)."""
+    return TileInput(0, stream, [(("v",), Entries.of(rows))])
+
+
 def test_an_evicted_entity_is_read_back_only_after_its_writes_landed(
     redis_client: redis.Redis,
 ) -> None:
@@ -86,7 +91,7 @@ def test_an_evicted_entity_is_read_back_only_after_its_writes_landed(
     for i in range(40):
         user = users[i % 2]
         event = _event(i, user, now - 30 * M + i * S)
-        shard.on_batch([TileInput(0, "p0#0", [(("v",), [(user, (user,), event, (1, i))])])])
+        shard.on_batch([_input("p0#0", [(user, (user,), event, (1, i))])])
         shard.on_notify()  # the engine folds what is queued: one flush per event here
         sent[user] += 1
     shard.snapshot()  # the epoch barrier: everything held is written
@@ -105,7 +110,7 @@ def test_the_step_writes_only_through_its_connection(redis_client: redis.Redis) 
     conn = HeldBack(redis_client)
     shard = TileShard(TileEngine(plans, PROJECT, redis_client, conn), None, cache_limit=1)
     event = _event(0, "u1", now_us() - M)
-    shard.on_batch([TileInput(0, "p0#0", [(("v",), [("u1", ("u1",), event, (1, 0))])])])
+    shard.on_batch([_input("p0#0", [("u1", ("u1",), event, (1, 0))])])
     shard.on_notify()
     assert conn.held
     assert redis_client.exists(layout.view_key(PROJECT, "v", "u1")) == 0
@@ -126,7 +131,7 @@ def test_the_sweep_deletes_tiles_no_window_reads_and_forgets_expired_entities(
         ("u2", _event(2, "u2", now - 3 * H)),  # newest event older than the ttl
     ]
     entries = [(user, (user,), event, (1, i)) for i, (user, event) in enumerate(batch)]
-    shard.on_batch([TileInput(0, "p0#0", [(("v",), entries)])])
+    shard.on_batch([_input("p0#0", entries)])
     shard.on_notify()
     conn.drain()
     key = layout.view_key(PROJECT, "v", "u1")
@@ -161,9 +166,7 @@ def test_replay_marks_of_the_older_layout_survive_the_first_write(
         shard = TileShard(TileEngine(plans, PROJECT, redis_client, conn), None, cache_limit=10)
         for stream, i, position in entries:
             event = _event(i, "u1", now - 5 * M + i * S)
-            shard.on_batch(
-                [TileInput(0, stream, [(("v",), [("u1", ("u1",), event, (position, 0))])])]
-            )
+            shard.on_batch([_input(stream, [("u1", ("u1",), event, (position, 0))])])
             shard.on_notify()
         shard.snapshot()
 

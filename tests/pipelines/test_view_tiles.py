@@ -28,7 +28,7 @@ from features.model import Column, Definitions, Entity, Feature, FeatureView, So
 from features.schema import Event
 from features.tiles import EntityTiles, ViewTiler
 from pipelines.plan import PlanSource
-from pipelines.records import Position, TileInput
+from pipelines.records import Entries, Position, TileInput
 from pipelines.sinks.redis_writer import TileConnection
 from pipelines.tile_router import shard_of_entity
 from pipelines.tiling import SWEEP_US, TileEngine, TileShard
@@ -178,7 +178,9 @@ class Ref:
             for names, entries in inp.groups:
                 for name in names:
                     tiler = tilers[name]
-                    for eid, _, ev, pos in entries:
+                    for eid, ev, pos in zip(
+                        entries.eids, entries.events, entries.positions, strict=True
+                    ):
                         self.seen.add((name, eid))
                         mark = (name, eid, inp.part)
                         if mark in self.marks and pos <= self.marks[mark]:
@@ -262,7 +264,7 @@ class Harness:
 
     def deliver(self, indices: list[int]) -> None:
         sent = [self.case.sent[i] for i in indices]
-        entries = [(s.entity, (s.entity,), s.event, s.position) for s in sent]
+        entries = Entries.of((s.entity, (s.entity,), s.event, s.position) for s in sent)
         shard = shard_of_entity(sent[0].entity)
         inp = TileInput(shard, sent[0].stream, [(self.names, entries)])
         self.shards[shard].on_batch([inp])
@@ -470,7 +472,7 @@ def test_a_sweep_keeps_what_its_flush_wrote(redis_client: redis.Redis) -> None:
     shard = TileShard(engine, None, cache_limit=100)
     row = {"id": "e0", "user_id": "u7", "x": None, "s": None, "ts": SHIFT}
     entries = [("u7", ("u7",), Event(0, SHIFT, "e0", ("u7",), row, {}, None), (1, 0))]
-    shard.on_batch([TileInput(shard_of_entity("u7"), "p0#0", [(("v1",), entries)])])
+    shard.on_batch([TileInput(shard_of_entity("u7"), "p0#0", [(("v1",), Entries.of(entries))])])
     clock[0] = SHIFT + SWEEP_US  # the first sweep is due; the event is older than now - ttl
     shard.snapshot()
     key = layout.view_key(PROJECT, "v1", "u7")
