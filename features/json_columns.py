@@ -48,36 +48,52 @@ def _dump(value: Any) -> bytes:
 
 def texts(values: Array) -> pa.Array:
     """The JSON text of each value, as orjson writes it: small ints by a lookup; other
-    numbers and plain strings from one `orjson.dumps` of the whole column, cut apart with
-    numpy; other values one by one.
+    numbers and plain strings (nulls among them) from one `orjson.dumps` of the whole
+    column, cut apart with numpy; other values one by one.
 
     >>> texts(np.array([1.0, 2.5, 1e20])).to_pylist(), texts(np.array([-3, 7])).to_pylist()
     ([b'1.0', b'2.5', b'1e+20'], [b'-3', b'7'])
     """
+    return _texts(values, False)
+
+
+def comma_texts(values: Array) -> pa.Array:
+    """`texts(values)`, each followed by a comma, as a list's values but the last are: cut
+    from the same dump with the commas kept, so nothing is compacted, and `[a,b]` is the
+    pieces `[`, `comma_texts(a)`, `texts(b)`, `]` (a row-wise join costs a step a piece).
+
+    >>> comma_texts(np.array([1.5, 2.0])).to_pylist(), comma_texts(np.array([3])).to_pylist()
+    ([b'1.5,', b'2.0,'], [b'3,'])
+    """
+    return _texts(values, True)
+
+
+def _texts(values: Array, comma: bool) -> pa.Array:
+    """`comma_texts(values)` if `comma`, else `texts(values)`."""
     if not len(values):
         return pa.array([], pa.binary())
     if _small(values):
-        return _small_ints().take(pa.array(values))  # counts, lengths: a lookup, not a cut
+        return _small_ints(comma).take(pa.array(values))  # a lookup, not a cut
     if values.dtype.kind in "iu" or values.dtype == np.float64:
         # No number's text holds a comma (NaN and infinities are written `null`).
         numbers = np.ascontiguousarray(values, values.dtype.newbyteorder("="))
         listed = orjson.dumps(numbers, option=orjson.OPT_SERIALIZE_NUMPY)
-        text = np.frombuffer(listed, np.uint8)[1:-1]
-        return _cut(text, np.flatnonzero(text == _COMMA), len(values))
+        return _cut(listed, None, len(values), comma)
     items = values.tolist()
     kinds = set(map(type, items))
-    if kinds == {str}:
-        split = _split_strings(items)
+    if kinds <= _STRINGS:
+        nulls = items.count(None) if type(None) in kinds else 0
+        split = _split_strings(items, nulls, comma) if nulls < len(items) else None
         if split is not None:
             return split
-    if kinds <= _STRINGS:
         quoted = _quoted(items)
         if quoted is not None:
-            return quoted
+            return _join(quoted, b",", b"") if comma else quoted
     try:
-        return pa.array(list(map(orjson.dumps, items)), pa.binary())
+        each = pa.array(list(map(orjson.dumps, items)), pa.binary())
     except TypeError:  # an int beyond 64 bits, or a string orjson refuses
-        return pa.array(list(map(_dump, items)), pa.binary())
+        each = pa.array(list(map(_dump, items)), pa.binary())
+    return _join(each, b",", b"") if comma else each
 
 
 def int_texts(values: Array) -> Piece | Picked:
@@ -97,25 +113,39 @@ def _small(values: Array) -> bool:
     )
 
 
-def _cut(text: Array, commas: Array, n: int) -> pa.Array:
-    """The `n` values of `text` (bytes) separated by the single bytes at `commas`, as a
-    binary array: the separators dropped, the values left in place (no copy per value)."""
+def _cut(listed: bytes, commas: Array | None, n: int, comma: bool) -> pa.Array:
+    """The `n` values of a dumped list (`[a,b,…]`), split at the commas at `commas`
+    (positions after the `[`; None: every comma), as a binary array: each value's comma
+    kept (`comma`; the last given one) or dropped; the values left in place."""
+    text = np.frombuffer(listed, np.uint8)[1:]
+    if commas is None:
+        commas = np.flatnonzero(text == _COMMA)
     offsets = np.empty(n + 1, np.int32)
     offsets[0] = 0
-    offsets[1:-1] = commas - np.arange(len(commas))
-    offsets[-1] = len(text) - len(commas)
-    keep = np.ones(len(text), dtype=bool)
-    keep[commas] = False
-    data = text[keep]
+    if comma:
+        data = text.copy()
+        data[-1] = _COMMA  # for the `]`
+        offsets[1:-1] = commas + 1
+        offsets[-1] = len(data)
+    else:
+        offsets[1:-1] = commas - np.arange(len(commas))
+        offsets[-1] = len(text) - 1 - len(commas)
+        keep = np.ones(len(text), dtype=bool)
+        keep[commas] = False
+        keep[-1] = False
+        data = text[keep]
     return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
-def _split_strings(items: list[str]) -> pa.Array | None:
-    """Strings as orjson writes them, cut out of one dump of the list; None when a string
-    holds a quote (its escaped quote could fake or hide a boundary) or orjson refuses one.
+def _split_strings(items: list[str | None], nulls: int, comma: bool = False) -> pa.Array | None:
+    """Strings (and `nulls` Nones) as orjson writes them, cut out of one dump of the list
+    (`_cut`: `comma`); None when a string holds a quote (its escaped quote could fake or
+    hide a boundary) or orjson refuses one.
 
-    >>> _split_strings(["a", "b,c"]).to_pylist(), _split_strings(['a",', 'b'])
+    >>> _split_strings(["a", "b,c"], 0).to_pylist(), _split_strings(['a",', 'b'], 0)
     ([b'"a"', b'"b,c"'], None)
+    >>> _split_strings(["a,", None, "b"], 1, True).to_pylist()
+    [b'"a,",', b'null,', b'"b",']
     """
     if not items:
         return None
@@ -125,17 +155,22 @@ def _split_strings(items: list[str]) -> pa.Array | None:
         return None
     text = np.frombuffer(listed, np.uint8)[1:-1]
     quotes = np.flatnonzero(text == _QUOTE)
-    if len(quotes) != 2 * len(items):
+    if len(quotes) != 2 * (len(items) - nulls):
         return None  # a quote inside a string
-    # With quotes only around each string, the byte after each closing quote but the
-    # last is the comma between two.
-    return _cut(text, quotes[1:-1:2] + 1, len(items))
+    if not nulls:
+        # With quotes only around each string, the byte after each closing quote but the
+        # last is the comma between two.
+        return _cut(listed, quotes[1:-1:2] + 1, len(items), comma)
+    # The commas between values are those outside the quotes: after an even number.
+    commas = np.flatnonzero(text == _COMMA)
+    return _cut(listed, commas[np.searchsorted(quotes, commas) % 2 == 0], len(items), comma)
 
 
 @cache
-def _small_ints() -> pa.Array:
-    """The text of each int in `range(SMALL)`, to take from."""
-    return pa.array([str(i).encode() for i in range(SMALL)], pa.binary())
+def _small_ints(comma: bool = False) -> pa.Array:
+    """The text of each int in `range(SMALL)` (followed by a comma if `comma`), to take from."""
+    end = "," if comma else ""
+    return pa.array([f"{i}{end}".encode() for i in range(SMALL)], pa.binary())
 
 
 def _quoted(items: list[str | None]) -> pa.Array | None:
@@ -182,7 +217,7 @@ def triple(a: Array, b: Array, c: Array) -> pa.Array:
 
 def triple_pieces(a: Array, b: Array, c: Array) -> list[Piece]:
     """The pieces whose row-wise concatenation is `triple(a, b, c)` (to join with more)."""
-    return [b"[", texts(a), b",", texts(b), b",", texts(c), b"]"]
+    return [b"[", comma_texts(a), comma_texts(b), texts(c), b"]"]
 
 
 def join_present(parts: Sequence[pa.Array], separator: bytes) -> pa.Array:

@@ -33,7 +33,7 @@ from features.column_states import (
     StddevColumns,
     SumColumns,
 )
-from features.json_columns import Piece, concat, grouped, texts, triple_pieces
+from features.json_columns import Piece, comma_texts, concat, grouped, texts, triple_pieces
 
 Array = np.ndarray[Any, Any]
 
@@ -42,7 +42,7 @@ def state_pieces(columns: CountColumns, rows: Array) -> list[Piece]:
     """The pieces whose row-wise concatenation is each row's state as JSON text (rows
     holding a state), for the caller's own join."""
     if isinstance(columns, MeanColumns):
-        return [b"[", texts(columns.n[rows]), b",", texts(columns.s[rows]), b"]"]
+        return [b"[", comma_texts(columns.n[rows]), texts(columns.s[rows]), b"]"]
     if isinstance(columns, SumColumns):
         return [texts(columns.s[rows])]
     if isinstance(columns, ExtremeColumns):

@@ -34,7 +34,7 @@ def encode_changes(view: ViewTiles, changes: Changes) -> tuple[memoryview, int, 
         return memoryview(b""), 0, []
     ents = _distinct(np.concatenate(changes.ents), len(view.max_ts))
     n = len(ents)
-    keys = pa.array(view.key_bulk[ents], pa.binary())  # built when cached (`ViewTiles.add`)
+    keys = view.key_bulk.take(ents)  # built when cached (`ViewTiles.add`)
     parts: list[Part] = []
     fields = np.ones(n, dtype=np.int64)  # `m`
     for g, pairs in changes.tiles.items():
@@ -54,7 +54,7 @@ def encode_changes(view: ViewTiles, changes: Changes) -> tuple[memoryview, int, 
         counts = np.bincount(np.searchsorted(ents, marked), minlength=n)
         parts.append(_one_each(cmd.mark_field_pieces(names, major, minor), counts))
         fields += counts
-    heads = pa.array(view.heads[ents], pa.binary())
+    heads = view.heads.take(ents)
     parts.append((None, cmd.meta_pieces(heads, view.max_ts[ents], view.folded[ents])))
     holds = np.zeros(n, dtype=bool)
     if view.pending:

@@ -30,7 +30,7 @@ from pipelines.plan import ViewRoute
 from pipelines.records import Position
 from pipelines.replay_marks import guard, mark
 from pipelines.sinks.redis_bulk import pack_one
-from pipelines.sinks.redis_tiles import expiry_bucket_ms, meta_heads
+from pipelines.sinks.redis_tiles import EntityBytes, expiry_bucket_ms, meta_heads
 from pipelines.tile_batches import Batch, Changes, first_positions, objects, select
 from pipelines.tile_loads import load_stored
 from pipelines.tile_slots import TileSlots
@@ -42,8 +42,6 @@ NONE = -(2**63)  # `max_ts` of an entity without events
 _FILLS = (
     ("eids", None),
     ("keys", None),
-    ("key_bulk", None),
-    ("heads", None),
     ("max_ts", NONE),
     ("folded", MIN_TS),
     ("expire_at", 0),
@@ -76,11 +74,11 @@ class ViewTiles:
             by_g.setdefault(f.granularity, []).append(f)
         self.slots = {g: TileSlots(g, feats, dtypes) for g, feats in by_g.items()}
         self.index: dict[str, int] = {}
-        # Per entity number: id, join-key values, RESP key and `m` head (`None`: free).
+        # Per entity number: id, join-key values (`None`: free), RESP key and `m` head.
         self.eids = np.zeros(0, dtype=object)
         self.keys = np.zeros(0, dtype=object)
-        self.key_bulk = np.zeros(0, dtype=object)
-        self.heads = np.zeros(0, dtype=object)
+        self.key_bulk = EntityBytes()
+        self.heads = EntityBytes()
         self.free: list[int] = []
         self.top = 0  # entity numbers ever used
         self.capacity = 0
@@ -136,8 +134,8 @@ class ViewTiles:
         out = np.array(ents, dtype=np.int64)
         self.eids[out] = objects(eids)
         self.keys[out] = objects(keys)
-        self.key_bulk[out] = objects(bulks)
-        self.heads[out] = objects(meta_heads(keys, self.route.version))
+        self.key_bulk.put(out, bulks)
+        self.heads.put(out, meta_heads(keys, self.route.version))
         self.index.update(zip(eids, ents, strict=True))
         self.codes.added(eids, out, codes)
         self.shard[out] = shards
@@ -348,6 +346,8 @@ class ViewTiles:
             major[at], minor[at] = -1, -1
         for name, fill in _FILLS:
             getattr(self, name)[at] = fill
+        self.key_bulk.drop(at)
+        self.heads.drop(at)
         self.free += ents
 
     def pending_entities(self) -> list[tuple[str, tuple[Any, ...], int]]:

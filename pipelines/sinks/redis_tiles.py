@@ -4,7 +4,8 @@
 The stream's tiles step builds its commands a batch at a time (`tile_commands`); it shares
 the key framing (`bulk`), the fixed start of `m` (`meta_head`) and the expiry bucket here.
 It frames the keys and `m` heads of the entities it loads a batch at a time too
-(`key_bulks`, `meta_heads`), and reads them with one packed `HGETALL` each (`hgetalls`).
+(`key_bulks`, `meta_heads`), reads them with one packed `HGETALL` each (`hgetalls`) and
+keeps the framing per entity as Arrow data (`EntityBytes`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from itertools import chain
 from operator import add
 from typing import Any
 
+import numpy as np
 import orjson
+import pyarrow as pa
 
 from features import layout
 from features.model import FeatureView
 from features.tiles import EntityTiles, TileKey
 
+Array = np.ndarray[Any, Any]
 _dumps = orjson.dumps
 MAX_EXPIRY_BUCKET_MS = 3_600_000
 
@@ -135,6 +139,94 @@ _NUL = "\0"  # splits joined values (no project or view name holds it)
 # What orjson escapes in a string but NUL, which only separates `_joined` values.
 _escapes = re.compile(rb'["\\\x01-\x1f]').search
 _HGETALL = b"*2\r\n$7\r\nHGETALL\r\n"
+
+
+class EntityBytes:
+    """A byte string per entity number (RESP keys, `m` heads), kept end to end in one
+    buffer so a flush takes its entities' as an Arrow array with one `take`, instead of
+    converting Python bytes every time.
+
+    New values are appended; a dropped entity's value stays as garbage until the garbage
+    outweighs the live values, which are then copied together (amortised O(1) upkeep).
+
+    >>> store = EntityBytes()
+    >>> store.put(np.array([3, 0]), [b"ab", b"c"])
+    >>> store.take(np.array([0, 3, 0])).to_pylist()
+    [b'c', b'ab', b'c']
+    """
+
+    slack = 1024  # garbage values always allowed
+
+    def __init__(self) -> None:
+        self.data = np.zeros(0, np.uint8)  # the values end to end, then room
+        self.ends = np.zeros(1, np.int32)  # where stored value i ends (`ends[i + 1]`), then room
+        self.count = 0  # values stored, garbage included
+        self.live = 0
+        self.at = np.zeros(0, np.int64)  # per entity number: its value's place (-1: none)
+
+    def put(self, ents: Array, values: Sequence[bytes]) -> None:
+        """Set the values of distinct entities."""
+        if not len(ents):
+            return
+        self.drop(ents)
+        self.at = _room(self.at, int(ents.max()) + 1, -1)
+        joined = b"".join(values)
+        start = int(self.ends[self.count])
+        if start + len(joined) >= 2**31:  # int32 offsets: only live values
+            self._compact()
+            start = int(self.ends[self.count])
+        stop, count = start + len(joined), self.count + len(values)
+        self.data = _room(self.data, stop)
+        self.ends = _room(self.ends, count + 1)
+        self.data[start:stop] = np.frombuffer(joined, np.uint8)
+        sizes = np.fromiter(map(len, values), np.int64, len(values))
+        np.cumsum(sizes, out=sizes)
+        self.ends[self.count + 1 : count + 1] = start + sizes
+        self.at[ents] = np.arange(self.count, count)
+        self.count = count
+        self.live += len(values)
+
+    def drop(self, ents: Array) -> None:
+        """Forget the values of entities (those without one are passed over)."""
+        ents = ents[ents < len(self.at)]
+        held = ents[self.at[ents] >= 0]
+        self.at[held] = -1
+        self.live -= len(held)
+        if self.count - self.live > max(self.live, self.slack):
+            self._compact()
+
+    def take(self, ents: Array) -> pa.Array:
+        """The values of entities (each holding one), in order."""
+        return self._stored().take(pa.array(self.at[ents]))
+
+    def _stored(self) -> pa.Array:
+        """Every value stored, garbage included: a view of the buffers, not a copy."""
+        ends = self.ends[: self.count + 1]
+        buffers = [None, pa.py_buffer(ends), pa.py_buffer(self.data[: ends[-1]])]
+        return pa.Array.from_buffers(pa.binary(), self.count, buffers)
+
+    def _compact(self) -> None:
+        """Copy the live values together, dropping the garbage."""
+        held = np.flatnonzero(self.at >= 0)
+        if len(held):
+            kept = self.take(held)
+            _, offsets, data = kept.buffers()
+            ends = np.frombuffer(offsets, np.int32, len(held) + 1, 4 * kept.offset)
+            self.data = np.frombuffer(data, np.uint8, ends[-1] - ends[0], ends[0]).copy()
+            self.ends = ends - ends[0]
+        else:
+            self.data, self.ends = np.zeros(0, np.uint8), np.zeros(1, np.int32)
+        self.at[held] = np.arange(len(held))
+        self.count = self.live = len(held)
+
+
+def _room(values: Array, size: int, fill: int = 0) -> Array:
+    """`values`, or when shorter than `size` a copy at least twice as long (`fill` after)."""
+    if size <= len(values):
+        return values
+    grown = np.full(max(size, 2 * len(values), 1024), fill, values.dtype)
+    grown[: len(values)] = values
+    return grown
 
 
 def expiry_bucket_ms(ttl_us: int) -> int:

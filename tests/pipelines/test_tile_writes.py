@@ -25,7 +25,7 @@ from features.json_columns import grouped
 from features.model import Feature
 from features.tile_columns import TileColumns
 from features.tiles import CompiledFeature
-from pipelines.sinks.redis_tiles import bulk, meta_head
+from pipelines.sinks.redis_tiles import EntityBytes, bulk, meta_head
 from pipelines.tile_batches import Changes, objects
 from pipelines.tile_writes import encode_changes
 
@@ -55,6 +55,13 @@ def _columns(draw: st.DrawFn, rows: int) -> TileColumns:
     return cols
 
 
+def _stored(values: list[bytes]) -> EntityBytes:
+    """Per entity number `i`, `values[i]`."""
+    store = EntityBytes()
+    store.put(np.arange(len(values)), values)
+    return store
+
+
 @st.composite
 def flushes(draw: st.DrawFn) -> tuple[Any, Changes]:
     """A view's per-entity state and tiles (3 tile rows per entity: starts 0, g, 2g) and
@@ -64,8 +71,8 @@ def flushes(draw: st.DrawFn) -> tuple[Any, Changes]:
     big = st.integers(-(2**62), 2**62)
     flags = st.lists(st.booleans(), min_size=capacity, max_size=capacity)
     view = SimpleNamespace(
-        key_bulk=objects([bulk(f"rillet:p:{{u{i}}}:v".encode()) for i in range(capacity)]),
-        heads=objects([meta_head([f"u{i}"], "ver") for i in range(capacity)]),
+        key_bulk=_stored([bulk(f"rillet:p:{{u{i}}}:v".encode()) for i in range(capacity)]),
+        heads=_stored([meta_head([f"u{i}"], "ver") for i in range(capacity)]),
         max_ts=np.array(draw(st.lists(big, min_size=capacity, max_size=capacity))),
         folded=np.array(draw(st.lists(big, min_size=capacity, max_size=capacity))),
         pending={},
@@ -132,7 +139,7 @@ def plain(view: Any, changes: Changes) -> tuple[dict[bytes, list[Any]], int]:
         if view.reset[e]:
             commands.append((b"DEL", key))
         fields: dict[bytes, Any] = {**tiles.get(e, {}), **marks.get(e, {})}
-        fields[b"m"] = view.heads[e] + b',"max_ts":%d,"folded":%d}' % (
+        fields[b"m"] = meta_head([f"u{e}"], "ver") + b',"max_ts":%d,"folded":%d}' % (
             view.max_ts[e],
             view.folded[e],
         )
