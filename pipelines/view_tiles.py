@@ -161,22 +161,9 @@ class ViewTiles:
             raise KeyError(batch.eids[int(np.argmin(ents))])
         return ents
 
-    def load(
-        self,
-        eids: Sequence[str],
-        keys: Sequence[tuple[Any, ...]],
-        shards: Array,
-        replies: list[Any],
-        bulks: list[bytes],
-        codes: Array | None = None,
-    ) -> None:
-        """Cache entities from their `HGETALL` replies (RESP3 maps or RESP2 lists; empty: new);
-        `bulks` are their RESP keys, which the caller built to read them (`codes`: `add`)."""
-        self.loaded(self.add(eids, keys, shards, bulks, codes), replies)
-
     def loaded(self, ents: Array, replies: list[Any]) -> None:
-        """Set entities just added (`add`, in the order read) from their `HGETALL` replies:
-        the second half of `load`, which the engine runs once the replies are in."""
+        """Set entities just added (`add`, in the order read) from their `HGETALL` replies
+        (RESP3 maps or RESP2 lists; empty: new), which the engine reads while it adds them."""
         empty = np.fromiter(map(operator.not_, replies), bool, len(replies))
         self.fresh[ents[empty]] = True
         for i in np.flatnonzero(~empty).tolist():

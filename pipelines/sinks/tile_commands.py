@@ -21,20 +21,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.json_columns import Part, Picked, Piece, assemble, concat, int_texts, texts
+from features.json_columns import Part, Picked, Piece, assemble, int_texts, texts
 
 Array = np.ndarray[Any, Any]
-
-
-def bulk(values: pa.Array) -> pa.Array:
-    """Each value as a RESP bulk string."""
-    return concat(*bulk_pieces([values]))
 
 
 def bulk_pieces(parts: Sequence[Piece]) -> list[Piece | Picked]:
     r"""The pieces of each row's RESP bulk string of the row-wise concatenation of `parts`
     (at least one a column), for the caller's own join: one pass over the bytes, not two.
 
+    >>> from features.json_columns import concat
     >>> concat(b"+", *bulk_pieces([b"[", pa.array([b"1", b"22"]), b"]"])).to_pylist()
     [b'+$3\r\n[1]\r\n', b'+$4\r\n[22]\r\n']
     """
@@ -47,23 +43,10 @@ def bulk_pieces(parts: Sequence[Piece]) -> list[Piece | Picked]:
 
 def buffer(values: pa.Array) -> memoryview:
     """The bytes of a binary array's values, end to end, without a copy: the rows of
-    `entity_commands` are in command order, so this is the batch's RESP as sent."""
+    `entity_rows` are in command order, so this is the batch's RESP as sent."""
     values = values.cast(pa.binary())
     offsets = np.frombuffer(values.buffers()[1], np.int32, len(values) + 1, 4 * values.offset)
     return memoryview(values.buffers()[2])[offsets[0] : offsets[-1]]
-
-
-def entity_commands(
-    keys: pa.Array,
-    fields: Array,
-    groups: Sequence[Piece | Picked],
-    deleted: Array | None = None,
-    expire_at: tuple[Array, Array] | None = None,
-) -> pa.Array:
-    """Each entity's commands in one row: `DEL` where `deleted`, its `HSET` of `fields`
-    field-value pairs (`groups`: each entity's pairs, pieces of one join), `PEXPIREAT`
-    where given (`expire_at`: entity positions, ascending, and times)."""
-    return entity_rows(keys, fields, [(None, groups)], deleted, expire_at)
 
 
 def entity_rows(
@@ -73,8 +56,10 @@ def entity_rows(
     deleted: Array | None = None,
     expire_at: tuple[Array, Array] | None = None,
 ) -> pa.Array:
-    """`entity_commands` with the field-value pairs as parts of `assemble` (a kind's pairs
-    `counts[i]` to entity i), so no kind is joined on its own first."""
+    """Each entity's commands in one row: `DEL` where `deleted`, its `HSET` of `fields`
+    field-value pairs (`pairs`: parts of `assemble`, a kind's pairs `counts[i]` to entity
+    i, so no kind is joined on its own first), `PEXPIREAT` where given (`expire_at`:
+    entity positions, ascending, and times)."""
     n = len(keys)
     parts: list[Part] = []
     if deleted is not None and len(deleted):
@@ -93,17 +78,6 @@ def _marked(n: int, rows: Array) -> Array:
     counts = np.zeros(n, np.int64)
     counts[rows] = 1
     return counts
-
-
-def deletes(keys: pa.Array) -> pa.Array:
-    """`DEL key` of each key."""
-    return concat(b"*2\r\n$3\r\nDEL\r\n", keys)
-
-
-def expires(keys: pa.Array, at_ms: Array) -> pa.Array:
-    """`PEXPIREAT key at` of each key."""
-    # Expiries are rounded to buckets: a batch has few distinct times, each built once.
-    return concat(b"*3\r\n$9\r\nPEXPIREAT\r\n", keys, _by_value(at_ms, _bulk_int))
 
 
 def _by_value(values: Array, build: Callable[[int], bytes]) -> Piece | Picked:

@@ -88,7 +88,7 @@ def test_column_built_tile_commands_are_the_commands_they_name(redis_client: red
         *cmd.meta_pieces(heads, max_ts, folded),
     ]
     expiries = (np.array([0, 1]), np.array([4_102_444_800_000, 4_102_444_801_000]))
-    rows = cmd.entity_commands(raw, np.array([3, 4]), groups, np.array([1]), expiries)
+    rows = cmd.entity_rows(raw, np.array([3, 4]), [(None, groups)], np.array([1]), expiries)
     meta = [
         b'{"keys":["u1"],"v":"ver","max_ts":7,"folded":-5}',
         b'{"keys":["u2|x"],"v":"ver","max_ts":1795716070000000,"folded":1795716070000000}',

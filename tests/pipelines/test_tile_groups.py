@@ -85,7 +85,8 @@ def _view(order: list[str], name: str = "v") -> ViewTiles:
     """A view, with `order`'s entities cached first (they decide its entity numbers)."""
     view = ViewTiles("p", PLAN.views[name], {c.name: c.dtype for c in SOURCE.schema})
     keys = [(e,) for e in order]
-    view.load(order, keys, np.zeros(len(order), np.int64), [{}] * len(order), [b""] * len(order))
+    ents = view.add(order, keys, np.zeros(len(order), np.int64), [b""] * len(order))
+    view.loaded(ents, [{}] * len(order))
     return view
 
 
