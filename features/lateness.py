@@ -9,10 +9,10 @@ so forgetting them changes no verdict for copies that carry the same event time.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, Literal
 
 Verdict = Literal["accept", "late", "duplicate"]
 ACCEPT: Verdict = "accept"
@@ -42,7 +42,7 @@ class KeyLedger:
     def judge(self, ts: int, eid: Any, lateness: int) -> Verdict:
         """Judge one event and, if accepted, remember it (`judge_events` of one event: the
         rule is written once)."""
-        accepted, late = judge_events({None: self}, (_Single(None, ts, eid),), lateness)
+        accepted, late = judge_events({None: self}, [None], [ts], [eid], lateness)
         return ACCEPT if accepted else LATE if late else DUPLICATE
 
     def __setstate__(self, state: Any) -> None:
@@ -60,54 +60,35 @@ class KeyLedger:
         self.prune_at = max(64, 2 * len(self.seen))
 
 
-class _Single(NamedTuple):
-    """One event as `judge_events` reads it."""
-
-    key: Any
-    ts: int
-    eid: Any
-
-
-class Judged(Protocol):
-    """What judging needs of an event (`features.schema.Event`)."""
-
-    @property
-    def key(self) -> Any: ...
-    @property
-    def ts(self) -> int: ...
-    @property
-    def eid(self) -> Any: ...
-
-
 def judge_events(
-    ledgers: dict[Any, KeyLedger], events: Sequence[Judged], lateness: int
+    ledgers: dict[Any, KeyLedger],
+    keys: Iterable[Any],
+    times: Iterable[int],
+    eids: Iterable[Any],
+    lateness: int,
 ) -> tuple[list[int], list[int]]:
-    """Judge events in order, each by the ledger of its key (made on first sight).
+    """Judge events in order, each by the ledger of its key (made on first sight); the
+    events come as columns: their keys, event times and event ids.
 
     Returns the positions of the accepted and of the late events; the rest are duplicates.
 
     >>> ledgers: dict[Any, KeyLedger] = {}
-    >>> from types import SimpleNamespace as E
-    >>> judge_events(ledgers, [E(key="a", ts=100, eid=1), E(key="a", ts=100, eid=1),
-    ...                        E(key="b", ts=5, eid=1), E(key="a", ts=85, eid=2)], 10)
+    >>> judge_events(ledgers, ["a", "a", "b", "a"], [100, 100, 5, 85], [1, 1, 1, 2], 10)
     ([0, 2], [3])
     """
     accepted: list[int] = []
     late: list[int] = []
     accept, reject_late, get = accepted.append, late.append, ledgers.get
     # The hot loop of the judge step: one pass, the rule inlined (`KeyLedger.judge` calls it).
-    for i, event in enumerate(events):
-        key = event.key
+    for i, (key, ts, eid) in enumerate(zip(keys, times, eids, strict=True)):
         ledger = get(key)
         if ledger is None:
             ledger = ledgers[key] = KeyLedger()
-        ts = event.ts
         top = ledger.max_ts
         if top is not None and ts < top - lateness:
             reject_late(i)
             continue
         seen = ledger.seen
-        eid = event.eid
         if eid in seen:
             continue
         seen[eid] = ts

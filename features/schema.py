@@ -68,16 +68,28 @@ class Event(NamedTuple):
 
 @dataclass(slots=True)
 class Validated:
-    """A validated batch: accepted events (input order), rejects, and one typed Arrow array
-    per schema column holding the accepted events' values (aligned with `events`)."""
+    """A validated batch: the accepted events as aligned columns (input order), the rejects,
+    and one typed Arrow array per schema column holding the accepted events' values.
 
-    events: list[Event]
+    Batch-wise callers read the columns; `events` builds one `Event` per accepted event.
+    """
+
     rejected: list[Rejected]
-    columns: list[pa.Array]
-    # Fields of `events` again, so batch-wise callers need not visit each event.
+    index: list[int]  # position in the input batch
+    ts: list[int]  # event times, µs UTC
+    eids: list[Any]
     keys: list[tuple[Any, ...]]
+    rows: list[dict[str, Any]]
     extras: list[dict[str, Any]]
     correlation_ids: list[str | None]
+    columns: list[pa.Array]
+
+    @property
+    def events(self) -> list[Event]:
+        """The accepted events, in input order."""
+        return _events(
+            self.index, self.ts, self.eids, self.keys, self.rows, self.extras, self.correlation_ids
+        )
 
 
 @dataclass(slots=True)
@@ -133,7 +145,7 @@ class SourceValidator:
         """`validate`, also giving the accepted events' typed columns (built anyway)."""
         objs, index, rejected, owned = _parse(payloads)
         if not objs:
-            return Validated([], rejected, [], [], [], [])
+            return Validated(rejected, [], [], [], [], [], [], [], [])
         if not owned:
             objs = list(map(dict, objs))  # the dicts become the rows: never the caller's
         n = len(objs)
@@ -152,22 +164,29 @@ class SourceValidator:
             cids = self._check_correlation_ids(cids, reasons)
         extras, ts = self._rows(objs, arrays, raw)
         keys = list(zip(*(raw[k] for k in self._key), strict=True))
-        events = _events(index, ts, raw[self._eid], keys, objs, extras, cids)
+        eids = raw[self._eid]
         if not reasons:
-            return Validated(events, rejected, arrays, keys, extras, cids)
+            return Validated(rejected, index, ts, eids, keys, objs, extras, cids, arrays)
         for row in sorted(reasons):
             texts = [text for _, _, text in sorted(reasons[row])]
             rejected.append(Rejected(index[row], payloads[index[row]], texts, cids[row]))
         rejected.sort(key=lambda r: r.index)
         keep = [row for row in range(n) if row not in reasons]
         taken = pa.array(keep, pa.int64())
+
+        def pick(column: list[Any]) -> list[Any]:
+            return [column[row] for row in keep]
+
         return Validated(
-            [events[row] for row in keep],
             rejected,
+            pick(index),
+            pick(ts),
+            pick(eids),
+            pick(keys),
+            pick(objs),
+            pick(extras),
+            pick(cids),
             [a.take(taken) for a in arrays],
-            [keys[row] for row in keep],
-            [extras[row] for row in keep],
-            [cids[row] for row in keep],
         )
 
     def _check_column(

@@ -59,7 +59,12 @@ class ToLog:
     def __call__(self, batch: AcceptedBatch) -> list[tuple[str, LogBatch]]:
         if batch.source not in self.plans.current().sources:
             return []
-        return [(LOG_WRITERS[batch.shard % len(LOG_WRITERS)], LogBatch(batch.source, batch.table))]
+        return [
+            (
+                LOG_WRITERS[batch.shard % len(LOG_WRITERS)],
+                LogBatch(batch.source, batch.events.table),
+            )
+        ]
 
 
 def _is(kind: type) -> Any:

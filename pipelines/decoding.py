@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from itertools import compress, repeat
-from operator import is_, itemgetter
+from operator import is_
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from features import layout
 from features.model import Source
 from pipelines.plan import PlanSource
-from pipelines.records import DeadLetter, DeadLetterBatch, RawBatch, ShardBatch
+from pipelines.records import DeadLetter, DeadLetterBatch, EventColumns, RawBatch, ShardBatch
 from pipelines.shard_keys import BALANCED, SHARDS
 from pipelines.sinks.parquet_log import columns_to_table
 
@@ -34,15 +35,6 @@ LATE_STAGE = "late"
 def shard_of(values: Any, shards: int) -> int:
     """The shard of a key tuple: crc32 of its entity id (stable across processes)."""
     return zlib.crc32(layout.entity_id(values).encode()) % shards
-
-
-def _picker(rows: list[int]) -> Callable[[Sequence[Any]], list[Any]]:
-    """A function taking the items at `rows` of a sequence into a list (`itemgetter` in C)."""
-    if len(rows) == 1:
-        row = rows[0]
-        return lambda seq: [seq[row]]
-    get = itemgetter(*rows)
-    return lambda seq: list(get(seq))
 
 
 class Decoder:
@@ -66,68 +58,77 @@ class Decoder:
                 extra={"source": batch.source, "events": len(batch.payloads)},
             )
             return
+        source = source_plan.source
         checked = source_plan.validator.validate_batch(batch.payloads)
-        events = checked.events  # in input order
-        payloads, ingested, positions = batch.payloads, batch.ingested, batch.positions
+        payloads, major, minor, ingested = batch.payloads, batch.major, batch.minor, batch.ingested
         if checked.rejected:
             letters = [
                 DeadLetter(
-                    positions[rej.index], payloads[rej.index], list(rej.reasons), rej.correlation_id
+                    batch.position(rej.index),
+                    payloads[rej.index],
+                    list(rej.reasons),
+                    rej.correlation_id,
                 )
                 for rej in checked.rejected
             ]
             letters.sort(key=lambda d: d.position)
             mark = f"{SCHEMA_STAGE}:{batch.part}"
             yield DeadLetterBatch(batch.source, mark, SCHEMA_STAGE, letters)
-            if not events:
+            if not checked.index:
                 return
-            rows = [e.index for e in events]
+            rows = checked.index
+            at = np.array(rows, dtype=np.int64)
             payloads = list(map(payloads.__getitem__, rows))
-            ingested = list(map(ingested.__getitem__, rows))
-            positions = list(map(positions.__getitem__, rows))
-        table = columns_to_table(source_plan.source, checked, ingested)
-        numbers = self._shards_of(source_plan.source, checked.keys)
+            major, minor, ingested = major[at], minor[at], ingested[at]
+        table = columns_to_table(source, checked, ingested)
+        ts_column = checked.columns[[c.name for c in source.schema].index(source.timestamp)]
+        ids, numbers = self._shards_of(source, checked.keys)
+        events = EventColumns(
+            ts_column.cast(pa.int64()).to_numpy(),
+            checked.eids,
+            checked.keys,
+            ids,
+            checked.correlation_ids,
+            major,
+            minor,
+            ingested,
+            table,
+        )
         first = int(numbers[0])
         if (numbers == first).all():
             yield (
                 self.shard_keys[first],
-                ShardBatch(
-                    batch.source, batch.part, first, events, payloads, ingested, positions, table
-                ),
+                ShardBatch(batch.source, batch.part, first, events, payloads),
             )
             return
         order = np.argsort(numbers, kind="stable")  # keeps broker order within a shard
-        table = table.take(order)  # one take; each shard's rows are then a zero-copy slice
+        # One take; each shard's events are then a slice (zero-copy for the table).
+        events = events.take(order.tolist())
+        payloads = list(map(payloads.__getitem__, order.tolist()))
         start = 0
-        for chunk in np.split(order, np.flatnonzero(np.diff(numbers[order])) + 1):
-            rows = chunk.tolist()
-            shard = int(numbers[rows[0]])
-            pick = _picker(rows)
+        for run in np.split(numbers[order], np.flatnonzero(np.diff(numbers[order])) + 1):
+            stop = start + len(run)
+            shard = int(run[0])
             out = ShardBatch(
-                batch.source,
-                batch.part,
-                shard,
-                pick(events),
-                pick(payloads),
-                pick(ingested),
-                pick(positions),
-                table.slice(start, len(rows)),
+                batch.source, batch.part, shard, events.slice(start, stop), payloads[start:stop]
             )
-            start += len(rows)
+            start = stop
             yield (self.shard_keys[shard], out)
 
-    def _shards_of(self, source: Source, keys: list[tuple[Any, ...]]) -> np.ndarray[Any, Any]:
-        """The ledger shard of each source key: column-wise for plain string keys, else
-        remembered per key (`shard_of` costs ~0.6 µs).
+    def _shards_of(
+        self, source: Source, keys: list[tuple[Any, ...]]
+    ) -> tuple[list[str] | None, np.ndarray[Any, Any]]:
+        """The keys' entity ids if plain (else None) and the ledger shard of each key:
+        column-wise for plain string keys, else remembered per key (`shard_of` costs ~0.6 µs).
 
         Not remembered for float keys: `0.0 == -0.0` as dict keys, yet their ids differ.
         """
         plain = layout.plain_entity_ids(keys)
         if plain is not None:
             crcs = np.fromiter(map(zlib.crc32, map(str.encode, plain)), np.int64, len(plain))
-            return crcs % LEDGER_SHARDS
+            return plain, crcs % LEDGER_SHARDS
         if any(source.columns[k].dtype == "float" for k in source.key):
-            return np.array([shard_of(key, LEDGER_SHARDS) for key in keys], np.int64)
+            return None, np.array([shard_of(key, LEDGER_SHARDS) for key in keys], np.int64)
         cache = self._shards.setdefault(source.name, {})
         if len(cache) > SHARD_CACHE:
             cache.clear()
@@ -135,4 +136,4 @@ class Decoder:
         if None in shards:
             for i in compress(range(len(keys)), map(is_, shards, repeat(None))):
                 shards[i] = cache[keys[i]] = shard_of(keys[i], LEDGER_SHARDS)
-        return np.array(shards, np.int64)
+        return None, np.array(shards, np.int64)

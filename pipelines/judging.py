@@ -49,39 +49,24 @@ class LedgerShard(StatefulBatchLogic[ShardBatch, Any, bytes]):
             ledgers = self.ledgers.setdefault(batch.source, {})
             counts = self.counts.setdefault(batch.source, [0, 0])
             events = batch.events
-            accepted, late = judge_events(ledgers, events, source_plan.source.allowed_lateness)
+            accepted, late = judge_events(
+                ledgers,
+                events.keys,
+                events.ts.tolist(),
+                events.eids,
+                source_plan.source.allowed_lateness,
+            )
             counts[0] += len(accepted)
             counts[1] += len(events) - len(accepted) - len(late)
             touched.add(batch.source)
             if len(accepted) == len(events):
-                out.append(
-                    AcceptedBatch(
-                        batch.source,
-                        self.shard,
-                        batch.part,
-                        events,
-                        batch.ingested,
-                        batch.positions,
-                        batch.table,
-                    )
-                )
+                out.append(AcceptedBatch(batch.source, self.shard, batch.part, events))
             elif accepted:
-                out.append(
-                    AcceptedBatch(
-                        batch.source,
-                        self.shard,
-                        batch.part,
-                        list(map(events.__getitem__, accepted)),
-                        list(map(batch.ingested.__getitem__, accepted)),
-                        list(map(batch.positions.__getitem__, accepted)),
-                        batch.table.take(accepted),
-                    )
-                )
+                kept = events.take(accepted)
+                out.append(AcceptedBatch(batch.source, self.shard, batch.part, kept))
             if late:
                 letters = [
-                    DeadLetter(
-                        batch.positions[i], batch.payloads[i], ["late"], events[i].correlation_id
-                    )
+                    DeadLetter(events.position(i), batch.payloads[i], ["late"], events.cids[i])
                     for i in late
                 ]
                 mark = f"{LATE_STAGE}:{batch.part}:{self.shard:02d}"

@@ -8,22 +8,57 @@ to never write the same letter twice after a replay.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
+import numpy as np
+
 Position = tuple[int, int]
+Array = np.ndarray[Any, Any]
+
+
+def int_column(values: Iterable[int], n: int) -> Array:
+    """An int64 column of `n` ints."""
+    return np.fromiter(values, np.int64, n)
 
 
 @dataclass(slots=True)
 class RawBatch:
-    """Undecoded payloads of one source read from one origin partition, in broker order."""
+    """Undecoded payloads of one source read from one origin partition, in broker order:
+    each payload's position `(major[i], minor[i])` and ingest time (µs) as int64 columns."""
 
     source: str
     part: str
-    positions: list[Position]
-    ingested: list[int]
+    major: Array
+    minor: Array
+    ingested: Array
     payloads: list[bytes]
+
+    @classmethod
+    def of(
+        cls,
+        source: str,
+        part: str,
+        positions: Sequence[Position],
+        ingested: Sequence[int],
+        payloads: list[bytes],
+    ) -> RawBatch:
+        """A batch of (major, minor) position pairs (sources and tests hold them so)."""
+        n = len(positions)
+        return cls(
+            source,
+            part,
+            int_column((p[0] for p in positions), n),
+            int_column((p[1] for p in positions), n),
+            int_column(ingested, n),
+            payloads,
+        )
+
+    def position(self, i: int) -> Position:
+        """The position of payload `i`."""
+        return (int(self.major[i]), int(self.minor[i]))
 
 
 @dataclass(slots=True)
@@ -57,31 +92,84 @@ class DeadLetterBatch:
 
 
 @dataclass(slots=True)
+class EventColumns:
+    """Validated events as aligned columns, in broker order: what the judge, the router and
+    the tiles read of them. No per-event object is built, kept or freed on the way."""
+
+    ts: Array  # event times, µs (int64)
+    eids: list[Any]  # event ids
+    keys: list[tuple[Any, ...]]  # source key values, in `Source.key` order
+    ids: list[str] | None  # the keys' entity ids, when the decoder had them (plain keys)
+    cids: list[str | None]  # correlation ids
+    major: Array  # origin position (int64)
+    minor: Array
+    ingested: Array  # broker accept times, µs (int64)
+    table: Any  # the events' Arrow table in the log schema (`parquet_log.columns_to_table`)
+
+    def __len__(self) -> int:
+        return len(self.eids)
+
+    def take(self, rows: list[int]) -> EventColumns:
+        """The events at `rows` (ascending positions), in that order."""
+        at = np.array(rows, dtype=np.int64)
+        if len(rows) == 1:
+            row = rows[0]
+            pick: Any = lambda seq: [seq[row]]  # noqa: E731
+        else:
+            get = itemgetter(*rows)
+            pick = lambda seq: list(get(seq))  # noqa: E731
+        return EventColumns(
+            self.ts[at],
+            pick(self.eids),
+            pick(self.keys),
+            None if self.ids is None else pick(self.ids),
+            pick(self.cids),
+            self.major[at],
+            self.minor[at],
+            self.ingested[at],
+            self.table.take(at),
+        )
+
+    def slice(self, start: int, stop: int) -> EventColumns:
+        """The events from `start` to `stop` (views and zero-copy slices where they can be)."""
+        return EventColumns(
+            self.ts[start:stop],
+            self.eids[start:stop],
+            self.keys[start:stop],
+            None if self.ids is None else self.ids[start:stop],
+            self.cids[start:stop],
+            self.major[start:stop],
+            self.minor[start:stop],
+            self.ingested[start:stop],
+            self.table.slice(start, stop - start),
+        )
+
+    def position(self, i: int) -> Position:
+        """The origin position of event `i`."""
+        return (int(self.major[i]), int(self.minor[i]))
+
+
+@dataclass(slots=True)
 class ShardBatch:
-    """Validated events of one source for one ledger shard, in broker order per key."""
+    """Validated events of one source for one ledger shard, in broker order per key, and
+    their payloads (for late letters)."""
 
     source: str
     part: str
     shard: int
-    events: list[Any]
+    events: EventColumns
     payloads: list[bytes]
-    ingested: list[int]
-    positions: list[Position]
-    table: Any  # the events' Arrow table in the log schema (`parquet_log.columns_to_table`)
 
 
 @dataclass(slots=True)
 class AcceptedBatch:
-    """Events accepted by the ledger (not late, not duplicates), with their ingest times and
-    their positions in the origin partition `part` (the tiles' replay guard)."""
+    """Events accepted by the ledger (not late, not duplicates), with their positions in
+    the origin partition `part` (the tiles' replay guard)."""
 
     source: str
     shard: int
     part: str
-    events: list[Any]
-    ingested: list[int]
-    positions: list[Position]
-    table: Any  # the events' Arrow table in the log schema (the decoder's, accepted rows)
+    events: EventColumns
 
 
 @dataclass(slots=True)
@@ -99,21 +187,36 @@ class Entries:
 
     eids: list[str]  # entity ids
     keys: list[tuple[Any, ...]]  # join-key values
-    events: list[Any]
-    positions: list[Position]
+    ts: Array  # event times, µs (int64)
+    event_ids: list[Any]
+    major: Array  # origin positions (int64)
+    minor: Array
+    values: dict[str, Array]  # column → the events' values (object arrays; None: null)
 
     def __len__(self) -> int:
-        return len(self.events)
+        return len(self.eids)
 
     @classmethod
-    def of(cls, rows: Iterable[tuple[str, tuple[Any, ...], Any, Position]]) -> Entries:
-        """Columns of (entity id, values, event, position) rows (tests build them so)."""
+    def of(
+        cls,
+        rows: Iterable[tuple[str, tuple[Any, ...], Any, Position]],
+        columns: Iterable[str] | None = None,
+    ) -> Entries:
+        """Columns of (entity id, values, event, position) rows, each event with the fields
+        `ts`, `eid` and `row` of `features.schema.Event` (tests build them so); `values`
+        holds `columns` (default: every column of a row), None where a row lacks one."""
         table = list(rows)
+        n = len(table)
+        events = [row[2] for row in table]
+        names = dict.fromkeys(c for e in events for c in e.row) if columns is None else columns
         return cls(
             [row[0] for row in table],
             [row[1] for row in table],
-            [row[2] for row in table],
-            [row[3] for row in table],
+            int_column((e.ts for e in events), n),
+            [e.eid for e in events],
+            int_column((row[3][0] for row in table), n),
+            int_column((row[3][1] for row in table), n),
+            {c: np.fromiter((e.row.get(c) for e in events), object, n) for c in names},
         )
 
 

@@ -7,15 +7,15 @@ records in `Changes` what its writes must carry.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import chain, repeat
-from operator import attrgetter, itemgetter
+from itertools import chain
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
-from features.schema import Event
 from pipelines.records import Entries, TileInput
 
 Array = np.ndarray[Any, Any]
@@ -34,7 +34,6 @@ class Batch:
     ts: Array
     event_ids: Array
     values: dict[str, Array]  # column → object array (None: null)
-    rows: list[Mapping[str, Any]]  # the events' rows (for pending records)
     major: Array
     minor: Array
     # What the views of a group work out alike from this batch (`view_tiles`), kept for
@@ -53,46 +52,64 @@ class Changes:
 
 
 def batch_of(parts: list[tuple[TileInput, Entries]], columns: Iterable[str]) -> Batch:
-    """Several inputs' events for one group of views, as the columns a fold takes.
-
-    The entries are columns already: joined, not taken apart; every per-event pass is a
-    `map` of a C getter, as this runs for every event of a flush.
-    """
+    """Several inputs' events for one group of views, as the columns a fold takes: the
+    entries are columns already, joined, never taken apart."""
     streams = list(dict.fromkeys(inp.part for inp, _ in parts))
     number = {name: i for i, name in enumerate(streams)}
     groups = [entries for _, entries in parts]
+    sizes = list(map(len, groups))
     if len(groups) == 1:
         only = groups[0]
-        eids, keys, events, positions = only.eids, only.keys, only.events, only.positions
+        eids, keys, ts, major, minor = only.eids, only.keys, only.ts, only.major, only.minor
+        event_ids = objects(only.event_ids)
+        values = {c: only.values[c] for c in columns}
     else:
         eids = list(chain.from_iterable(map(_EIDS, groups)))
         keys = list(chain.from_iterable(map(_KEYS, groups)))
-        events = list(chain.from_iterable(map(_EVENTS, groups)))
-        positions = list(chain.from_iterable(map(_POSITIONS, groups)))
-    sizes = list(map(len, map(_EVENTS, groups)))
-    n = len(events)
-    rows = list(map(_ROW, events))
-    values = {c: np.fromiter(map(dict.get, rows, repeat(c, n)), object, n) for c in columns}
+        ts = np.concatenate(list(map(_TS, groups)))
+        event_ids = objects(list(chain.from_iterable(map(_EVENT_IDS, groups))))
+        major = np.concatenate(list(map(_MAJOR, groups)))
+        minor = np.concatenate(list(map(_MINOR, groups)))
+        values = {c: np.concatenate([g.values[c] for g in groups]) for c in columns}
     return Batch(
         streams=streams,
         stream=np.repeat(np.array([number[inp.part] for inp, _ in parts], np.int64), sizes),
         shard=np.repeat(np.array([inp.shard for inp, _ in parts], np.int64), sizes),
         eids=eids,
         keys=keys,
-        ts=np.fromiter(map(_TS, events), np.int64, n),
-        event_ids=np.fromiter(map(_EVENT_ID, events), object, n),
+        ts=ts,
+        event_ids=event_ids,
         values=values,
-        rows=rows,
-        major=np.fromiter(map(_MAJOR, positions), np.int64, n),
-        minor=np.fromiter(map(_MINOR, positions), np.int64, n),
+        major=major,
+        minor=minor,
     )
 
 
-_EIDS, _KEYS = attrgetter("eids"), attrgetter("keys")
-_EVENTS, _POSITIONS = attrgetter("events"), attrgetter("positions")
-# Events are `Event` named tuples: an index reads a field faster than its name does.
-_ROW, _TS, _EVENT_ID = (itemgetter(Event._fields.index(f)) for f in ("row", "ts", "eid"))
-_MAJOR, _MINOR = itemgetter(0), itemgetter(1)
+_EIDS, _KEYS, _TS = attrgetter("eids"), attrgetter("keys"), attrgetter("ts")
+_EVENT_IDS, _MAJOR, _MINOR = attrgetter("event_ids"), attrgetter("major"), attrgetter("minor")
+
+
+def values_of(table: pa.Table, columns: Iterable[str]) -> dict[str, Array]:
+    """The values of a table's `columns` as a fold takes them (`object_column`)."""
+    return {c: object_column(table.column(c)) for c in columns}
+
+
+def object_column(column: pa.Array | pa.ChunkedArray) -> Array:
+    """A typed column's values as an event's row holds them: Python objects in an object
+    array, None for null, timestamps as µs ints. One conversion in C per column."""
+    if pa.types.is_timestamp(column.type):
+        column = column.cast(pa.int64())
+    if not column.null_count:
+        out: Array = column.to_numpy(zero_copy_only=False)
+        return out if out.dtype == object else out.astype(object)
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        strings: Array = column.to_numpy(zero_copy_only=False)  # objects, None for null
+        return strings
+    nulls = column.is_null().to_numpy(zero_copy_only=False)
+    filled = column.fill_null(False if pa.types.is_boolean(column.type) else 0)
+    values: Array = filled.to_numpy(zero_copy_only=False).astype(object)
+    values[nulls] = None
+    return values
 
 
 def objects(values: Sequence[Any]) -> Array:
@@ -114,7 +131,6 @@ def select(batch: Batch, keep: Array) -> Batch:
         batch.ts[at],
         batch.event_ids[at],
         {c: v[at] for c, v in batch.values.items()},
-        [batch.rows[i] for i in picks],
         batch.major[at],
         batch.minor[at],
     )

@@ -16,14 +16,13 @@ from typing import Any
 import numpy as np
 
 from features import layout
-from features.schema import Event
 from pipelines.plan import PlanSource
-from pipelines.records import AcceptedBatch, Entries, Position, TileInput
+from pipelines.records import AcceptedBatch, Entries, EventColumns, TileInput
 from pipelines.shard_keys import BALANCED, SHARDS
+from pipelines.tile_batches import object_column, values_of
 
 TILE_SHARDS = SHARDS  # as many as ledger shards, under the same keys (`pipelines.shard_keys`)
-# Events are `Event` named tuples: an index reads a field faster than its name does.
-_KEY, _ROW = (itemgetter(Event._fields.index(f)) for f in ("key", "row"))
+Array = np.ndarray[Any, Any]
 _FIRST = itemgetter(0)
 
 
@@ -46,8 +45,10 @@ class TileRouter:
             return
         # Views on the same entity share one entity id and shard per event.
         by_keys: dict[tuple[str, ...], list[str]] = {}
+        columns: dict[tuple[str, ...], dict[str, None]] = {}
         for route in source_plan.views:
             by_keys.setdefault(route.join_keys, []).append(route.view.name)
+            columns.setdefault(route.join_keys, {}).update(dict.fromkeys(route.tiler.columns))
         shards: dict[int, TileInput] = {}
         events = batch.events
         # Positions only grow within one origin partition *and* one ledger shard (shards
@@ -55,14 +56,18 @@ class TileRouter:
         stream = f"{batch.part}#{batch.shard}"
         for join_keys, names in by_keys.items():
             group = tuple(names)
+            values = values_of(events.table, columns[join_keys])
             if join_keys == source_plan.source.key:
                 # The entity is the source key: its tile shard is its ledger shard (the
                 # same crc32 of the same entity id, over as many shards), and its key values
-                # are never null. The batch's own lists are the entries' columns.
-                keys = list(map(_KEY, events))
-                parts = [(batch.shard, Entries(_ids(keys), keys, events, batch.positions))]
+                # are never null. The batch's own columns are the entries' columns.
+                ids = events.ids if events.ids is not None else _ids(events.keys)
+                entries = Entries(
+                    ids, events.keys, events.ts, events.eids, events.major, events.minor, values
+                )
+                parts = [(batch.shard, entries)]
             else:
-                parts = _by_shard(events, batch.positions, join_keys)
+                parts = _by_shard(events, values, join_keys)
             for shard, entries in parts:
                 inp = shards.get(shard)
                 if inp is None:
@@ -79,38 +84,54 @@ def _ids(keys: list[tuple[Any, ...]]) -> list[str]:
 
 
 def _by_shard(
-    events: list[Any], positions: list[Position], join_keys: tuple[str, ...]
+    events: EventColumns, values: dict[str, Array], join_keys: tuple[str, ...]
 ) -> list[tuple[int, Entries]]:
     """The events with every join key set, as entries per tile shard of their entity (in
     order of each shard's first event), for views keyed unlike their source."""
-    rows = list(map(_ROW, events))
-    keys = list(zip(*[list(map(itemgetter(k), rows)) for k in join_keys], strict=True))
+    table = events.table
+    keys = list(zip(*[object_column(table.column(k)).tolist() for k in join_keys], strict=True))
     if not keys:
         return []
     nulls = list(map(tuple.__contains__, keys, repeat(None)))
+    at: Array | None = None
     if any(nulls):  # an entity needs every join key
-        at = list(compress(range(len(keys)), map(not_, nulls)))
-        keys = list(map(keys.__getitem__, at))
-        events = list(map(events.__getitem__, at))
-        positions = list(map(positions.__getitem__, at))
-        if not keys:
+        rows = list(compress(range(len(keys)), map(not_, nulls)))
+        if not rows:
             return []
+        keys = list(map(keys.__getitem__, rows))
+        at = np.array(rows, dtype=np.int64)
     eids = _ids(keys)
     shard = np.fromiter(map(zlib.crc32, map(str.encode, eids)), np.int64, len(eids))
     shard %= TILE_SHARDS
     if (shard == shard[0]).all():
-        return [(int(shard[0]), Entries(eids, keys, events, positions))]
+        return [(int(shard[0]), _entries(events, values, eids, keys, at))]
     order = np.argsort(shard, kind="stable")
     edges = np.flatnonzero(np.diff(shard[order])) + 1
     out = []
     for run in np.split(order, edges):
         pick = run.tolist()
-        picked = Entries(
+        picked = _entries(
+            events,
+            values,
             list(map(eids.__getitem__, pick)),
             list(map(keys.__getitem__, pick)),
-            list(map(events.__getitem__, pick)),
-            list(map(positions.__getitem__, pick)),
+            run if at is None else at[run],
         )
-        out.append((pick[0], picked))
+        out.append((pick[0], int(shard[pick[0]]), picked))
     out.sort(key=_FIRST)
-    return [(int(shard[first]), entries) for first, entries in out]
+    return [(number, entries) for _, number, entries in out]
+
+
+def _entries(
+    events: EventColumns,
+    values: dict[str, Array],
+    eids: list[str],
+    keys: list[tuple[Any, ...]],
+    at: Array | None,
+) -> Entries:
+    """The entries of the events at `at` (all if None), with their entity ids and keys."""
+    if at is None:
+        return Entries(eids, keys, events.ts, events.eids, events.major, events.minor, values)
+    event_ids = list(map(events.eids.__getitem__, at.tolist()))
+    picked = {c: v[at] for c, v in values.items()}
+    return Entries(eids, keys, events.ts[at], event_ids, events.major[at], events.minor[at], picked)

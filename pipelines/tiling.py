@@ -84,7 +84,7 @@ class TileEngine:
     def submit(self, values: list[TileInput]) -> None:
         """Queue a shard's inputs; fold the queue once it is large enough."""
         self.queue += values
-        self.queued += sum(len(e.events) for inp in values for _, e in inp.groups)
+        self.queued += sum(len(e) for inp in values for _, e in inp.groups)
         if self.queued >= FLUSH_EVENTS:
             self.flush()
 
@@ -167,7 +167,7 @@ class TileEngine:
         groups: dict[tuple[str, ...], list[tuple[TileInput, Entries]]] = {}
         for inp in inputs:
             for names, entries in inp.groups:
-                if entries.events:
+                if len(entries):
                     groups.setdefault(names, []).append((inp, entries))
         work = []
         for names, parts in groups.items():

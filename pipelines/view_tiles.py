@@ -196,11 +196,10 @@ class ViewTiles:
         np.maximum.at(self.max_ts, ents, ts)
         later = ts > now
         if later.any():
-            columns = self.columns
+            values = [(c, batch.values[c]) for c in self.columns]
             for i in np.flatnonzero(later).tolist():
-                row = batch.rows[i]
                 self.pending.setdefault(int(ents[i]), []).append(
-                    [int(ts[i]), batch.event_ids[i], {c: row.get(c) for c in columns}]
+                    [int(ts[i]), batch.event_ids[i], {c: v[i] for c, v in values}]
                 )
             now_ = ~later
             self._fold(ents[now_], ts[now_], batch.event_ids[now_],

@@ -23,6 +23,7 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -42,6 +43,7 @@ ARROW_TYPES: dict[str, pa.DataType] = {
 FLUSH_ROWS = 50_000  # a partition's buffered rows written mid-epoch, in the background
 MAX_WRITES = 2  # a partition's background writes in flight before the flow waits
 COMPACT_TABLES = 256  # buffered tables of one source that are merged into one
+Times = Sequence[int] | np.ndarray[Any, Any]  # µs
 _FILE = re.compile(r"^(?P<writer>[^/]+)-(?P<seq>\d+)\.parquet$")
 
 
@@ -97,7 +99,7 @@ def events_to_table(
     )
 
 
-def columns_to_table(source: Source, checked: Any, ingested_at: Sequence[int]) -> pa.Table:
+def columns_to_table(source: Source, checked: Any, ingested_at: Times) -> pa.Table:
     """The same table as `events_to_table` for a validated batch, from the typed schema
     columns the validator built (`features.schema.Validated`): no per-event gathering."""
     by_name = dict(zip((c.name for c in source.schema), checked.columns, strict=True))
@@ -117,7 +119,7 @@ def _with_log_columns(
     columns: list[pa.Array],
     event_ids: pa.Array,
     event_times: pa.Array,
-    ingested_at: Sequence[int],
+    ingested_at: Times,
     correlation_ids: Sequence[str | None],
     extras: Sequence[dict[str, Any]],
 ) -> pa.Table:

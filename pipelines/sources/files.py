@@ -65,7 +65,7 @@ class _FilePartition(StatefulSourcePartition[RawBatch, int]):
         self.done += len(payloads)
         now = int(time.time() * 1_000_000)
         positions = [(start + i, 0) for i in range(len(payloads))]
-        return [RawBatch(self.source, self.label, positions, [now] * len(payloads), payloads)]
+        return [RawBatch.of(self.source, self.label, positions, [now] * len(payloads), payloads)]
 
     def snapshot(self) -> int:
         return self.done

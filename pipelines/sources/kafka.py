@@ -51,7 +51,7 @@ class _KafkaPartition(StatefulSourcePartition[Any, Any]):
             if positions:
                 self.last_ts_ms = ingested[-1] / 1000
                 for source in sources:
-                    out.append(RawBatch(source, self.label, positions, ingested, payloads))
+                    out.append(RawBatch.of(source, self.label, positions, ingested, payloads))
         now = time.monotonic()
         if now >= self.next_lag:
             self.next_lag = now + LAG_EVERY_S

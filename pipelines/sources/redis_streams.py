@@ -14,11 +14,12 @@ from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from features import layout
 from pipelines.plan import PlanSource
-from pipelines.records import LagReport, Position, RawBatch
+from pipelines.records import LagReport, RawBatch
 from pipelines.sinks.redis_bulk import call_raw
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ IDLE_WAIT = timedelta(milliseconds=20)
 LAG_EVERY_S = 1.0
 
 State = dict[str, dict[str, Any]]
+Array = np.ndarray[Any, Any]
 
 
 def _field(fields: list[bytes], name: bytes) -> bytes:
@@ -40,22 +42,22 @@ def _field(fields: list[bytes], name: bytes) -> bytes:
     return b""
 
 
-def _columns(entries: list[Any]) -> tuple[list[Position], list[int], list[bytes]]:
-    """Positions, ingest times (µs) and payloads of raw XREAD entries, column by column.
-
-    `(major, minor)` come from one split of all ids; the payload is the `d` field.
-    """
+def _columns(entries: list[Any]) -> tuple[Array, Array, Array, list[bytes]]:
+    """Positions `(major, minor)`, ingest times (µs) and payloads of raw XREAD entries,
+    column by column: the positions come from one split of all ids; the payload is the
+    `d` field."""
+    n = len(entries)
     ids = list(map(itemgetter(0), entries))
     parts = b"-".join(ids).split(b"-")
-    majors = list(map(int, parts[0::2]))
-    positions = list(zip(majors, map(int, parts[1::2]), strict=True))
-    ingested = [ms * 1000 for ms in majors]
+    major = np.fromiter(map(int, parts[0::2]), np.int64, n)
+    minor = np.fromiter(map(int, parts[1::2]), np.int64, n)
+    ingested = major * 1000
     fields = list(map(itemgetter(1), entries))
     if set(map(len, fields)) == {2} and set(map(itemgetter(0), fields)) == {b"d"}:
         payloads = list(map(itemgetter(1), fields))  # the producers' only field
     else:
         payloads = [_field(f, b"d") for f in fields]
-    return positions, ingested, payloads
+    return major, minor, ingested, payloads
 
 
 def _ms(entry_id: bytes | str) -> int:
@@ -106,12 +108,12 @@ class _StreamPartition(StatefulSourcePartition[Any, State]):
             if not entries:
                 continue
             topic = streams[stream.decode()]
-            positions, ingested, payloads = _columns(entries)
+            major, minor, ingested, payloads = _columns(entries)
             last = entries[-1][0]
             self.ids[topic] = last.decode() if isinstance(last, bytes) else last
             self.read[topic] = self.read.get(topic, 0) + len(entries)
             for source in plan.topics[topic]:
-                out.append(RawBatch(source, self.label, positions, ingested, payloads))
+                out.append(RawBatch(source, self.label, major, minor, ingested, payloads))
         now = time.monotonic()
         if now >= self.next_lag or (not out and self.until_idle):
             self.next_lag = now + LAG_EVERY_S

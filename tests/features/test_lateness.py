@@ -72,7 +72,7 @@ def test_verdicts_equal_the_rule_of_spec(order: list[Event], data: st.DataObject
 
 @dataclass(frozen=True)
 class Keyed:
-    """An event as `judge_events` reads it (`features.lateness.Judged`)."""
+    """An event: what `judge_events` reads of it (its key, time and id)."""
 
     key: Any
     ts: int
@@ -103,7 +103,8 @@ def test_judge_events_equals_judging_each_event(
     events, lateness = stream
     start = {(k,): KeyLedger(prune_at=prune_at) for k in sorted(started)}
     ledgers = deepcopy(start)
-    accepted, late = judge_events(ledgers, events, lateness)
+    keys, times, eids = [e.key for e in events], [e.ts for e in events], [e.eid for e in events]
+    accepted, late = judge_events(ledgers, keys, times, eids, lateness)
     reference = deepcopy(start)
     verdicts = []
     for e in events:

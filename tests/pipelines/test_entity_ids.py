@@ -45,6 +45,7 @@ def test_decoder_shards_equal_shard_of_per_key(values: list[str]) -> None:
     )  # fmt: skip
     decoder = Decoder(PlanSource(definitions()))
     keys = [(v,) for v in values]
-    got = decoder._shards_of(source, keys)
+    ids, got = decoder._shards_of(source, keys)
     assert isinstance(got, np.ndarray)
     assert got.tolist() == [shard_of(key, LEDGER_SHARDS) for key in keys]
+    assert ids is None or ids == [layout.entity_id(key) for key in keys]

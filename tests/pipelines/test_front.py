@@ -1,9 +1,9 @@
 """The pipeline's front half step by step, without Bytewax: read, decode, judge, log table.
 
-Its batch-wise shortcuts (one split of the XREAD ids, a log table built from the
-validator's columns and cut per shard, index-based judging) are held equal to the
-plain per-event forms: `events_to_table` over the events' rows, `shard_of` per key and
-`KeyLedger.judge` per event.
+Its batch-wise shortcuts (one split of the XREAD ids, events as columns with a log table
+built from the validator's columns and cut per shard, column-wise judging) are held equal
+to the plain per-event forms: the validator's events, `events_to_table` over their rows,
+`shard_of` per key and `KeyLedger.judge` per event.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 import redis
@@ -21,7 +22,14 @@ from features.lateness import KeyLedger
 from pipelines.decoding import LEDGER_SHARDS, Decoder, shard_of
 from pipelines.judging import LedgerShard
 from pipelines.plan import PlanSource
-from pipelines.records import AcceptedBatch, Counts, DeadLetterBatch, RawBatch, ShardBatch
+from pipelines.records import (
+    AcceptedBatch,
+    Counts,
+    DeadLetterBatch,
+    EventColumns,
+    RawBatch,
+    ShardBatch,
+)
 from pipelines.shard_keys import BALANCED
 from pipelines.sinks.parquet_log import events_to_table
 from pipelines.sources.redis_streams import RedisStreamSource
@@ -42,8 +50,23 @@ def _raw_batches(source: str) -> tuple[PlanSource, list[RawBatch]]:
         chunk = payloads[start : start + 250]
         positions = [(1_000 + start + i, i % 3) for i in range(len(chunk))]
         ingested = [p[0] * 1000 for p in positions]
-        batches.append(RawBatch(source, "redis:0", positions, ingested, chunk))
+        batches.append(RawBatch.of(source, "redis:0", positions, ingested, chunk))
     return PlanSource(defs), batches
+
+
+def _rows(events: EventColumns) -> list[tuple[Any, ...]]:
+    """Each event's fields, as a per-event reference has them."""
+    return [
+        (
+            int(events.ts[i]),
+            events.eids[i],
+            events.keys[i],
+            events.cids[i],
+            events.position(i),
+            int(events.ingested[i]),
+        )
+        for i in range(len(events))
+    ]
 
 
 def test_decoder_splits_by_shard_in_order_with_each_shard_s_log_table() -> None:
@@ -53,24 +76,32 @@ def test_decoder_splits_by_shard_in_order_with_each_shard_s_log_table() -> None:
         decoder = Decoder(plans)
         for raw in raws:
             events, rejected = source.validator.validate(raw.payloads)
+            by_index = {e.index: e for e in events}
+            index_of = {raw.position(i): i for i in range(len(raw.payloads))}
             out = list(decoder(raw))
             letters = [x for x in out if isinstance(x, DeadLetterBatch)]
             assert [d.position for b in letters for d in b.letters] == [
-                raw.positions[r.index] for r in rejected
+                raw.position(r.index) for r in rejected
             ]
             shards = [x for x in out if isinstance(x, tuple)]
-            got = {e.index for _, b in shards for e in b.events}
-            assert got == {e.index for e in events}
+            got = [index_of[b.events.position(i)] for _, b in shards for i in range(len(b.events))]
+            assert sorted(got) == [e.index for e in events]
             for key, batch in shards:
                 assert isinstance(batch, ShardBatch) and key == BALANCED[batch.shard]
-                rows = [e.index for e in batch.events]
+                cols = batch.events
+                rows = [index_of[cols.position(i)] for i in range(len(cols))]
                 assert rows == sorted(rows)  # broker order within the shard
-                assert {shard_of(e.key, LEDGER_SHARDS) for e in batch.events} == {batch.shard}
+                assert {shard_of(k, LEDGER_SHARDS) for k in cols.keys} == {batch.shard}
+                assert cols.ids is None or cols.ids == list(map(layout.entity_id, cols.keys))
                 assert batch.payloads == [raw.payloads[i] for i in rows]
-                assert batch.positions == [raw.positions[i] for i in rows]
-                assert batch.ingested == [raw.ingested[i] for i in rows]
-                want = events_to_table(source.source, batch.events, batch.ingested)
-                assert batch.table.equals(want)
+                want_events = [by_index[i] for i in rows]
+                ingested = [int(raw.ingested[i]) for i in rows]
+                assert _rows(cols) == [
+                    (e.ts, e.eid, e.key, e.correlation_id, raw.position(e.index), t)
+                    for e, t in zip(want_events, ingested, strict=True)
+                ]
+                assert cols.ts.dtype == cols.major.dtype == cols.ingested.dtype == np.int64
+                assert cols.table.equals(events_to_table(source.source, want_events, ingested))
 
 
 def test_judge_keeps_each_accepted_event_with_its_position_and_log_row() -> None:
@@ -85,9 +116,10 @@ def test_judge_keeps_each_accepted_event_with_its_position_and_log_row() -> None
             logic = logics.setdefault(key, LedgerShard(plans, None, True))
             out, _ = logic.on_batch([batch])
             expected = []
-            for event in batch.events:
-                verdict = ledgers.setdefault(event.key, KeyLedger()).judge(
-                    event.ts, event.eid, source.allowed_lateness
+            rows = _rows(batch.events)
+            for ts, eid, source_key, *_ in rows:
+                verdict = ledgers.setdefault(source_key, KeyLedger()).judge(
+                    ts, eid, source.allowed_lateness
                 )
                 verdicts[verdict] += 1
                 expected.append(verdict)
@@ -95,16 +127,13 @@ def test_judge_keeps_each_accepted_event_with_its_position_and_log_row() -> None
             late = [b for b in out if isinstance(b, DeadLetterBatch)]
             want = [i for i, v in enumerate(expected) if v == "accept"]
             got = accepted[0] if accepted else None
-            assert (got.events if got else []) == [batch.events[i] for i in want]
+            assert (_rows(got.events) if got else []) == [rows[i] for i in want]
             if got:
-                assert got.positions == [batch.positions[i] for i in want]
-                assert got.ingested == [batch.ingested[i] for i in want]
-                want_table = events_to_table(source, got.events, got.ingested)
-                assert got.table.equals(want_table)
+                want_table = batch.events.table.take(want)
+                assert got.events.table.equals(want_table)
             want_late = [i for i, v in enumerate(expected) if v == "late"]
             assert [(d.position, d.payload, d.correlation_id) for b in late for d in b.letters] == [
-                (batch.positions[i], batch.payloads[i], batch.events[i].correlation_id)
-                for i in want_late
+                (rows[i][4], batch.payloads[i], rows[i][3]) for i in want_late
             ]
             (counts,) = [c for c in out if isinstance(c, Counts)]
             assert counts.shard == batch.shard
@@ -127,13 +156,14 @@ def test_judge_resumed_from_its_snapshot_judges_as_if_never_stopped(form: str) -
         for key, batch in (x for x in decoder(raw) if isinstance(x, tuple)):
             logic = LedgerShard(plans, snapshots.get(key), True)
             out, _ = logic.on_batch([batch])
+            rows = _rows(batch.events)
             want = [
-                ledgers.setdefault(e.key, KeyLedger()).judge(e.ts, e.eid, allowed)
-                for e in batch.events
+                ledgers.setdefault(key_, KeyLedger()).judge(ts, eid, allowed)
+                for ts, eid, key_, *_ in rows
             ]
             accepted = [b for b in out if isinstance(b, AcceptedBatch)]
-            got = accepted[0].events if accepted else []
-            assert got == [e for e, v in zip(batch.events, want, strict=True) if v == "accept"]
+            got = _rows(accepted[0].events) if accepted else []
+            assert got == [r for r, v in zip(rows, want, strict=True) if v == "accept"]
             if form == "snapshot":
                 snapshots[key] = logic.snapshot()
             else:  # what a recovery store written before the packed ledgers holds
@@ -155,7 +185,8 @@ def test_stream_source_reads_payloads_positions_and_ingest_times(
     part = source.build_part("read", "0", None)
     (batch,) = [b for b in part.next_batch() if isinstance(b, RawBatch)]
     want = [tuple(int(x) for x in i.decode().split("-")) for i in ids]
-    assert batch.positions == want
-    assert batch.ingested == [ms * 1000 for ms, _ in want]
+    assert [batch.position(i) for i in range(len(batch.payloads))] == want
+    assert batch.ingested.tolist() == [ms * 1000 for ms, _ in want]
+    assert batch.major.dtype == batch.minor.dtype == batch.ingested.dtype == np.int64
     assert batch.payloads == [orjson.dumps({"n": i}) for i in range(5)] + [b"{}", b""]
     part.close()

@@ -101,8 +101,8 @@ def test_stream_source_resumes_after_its_snapshot_and_reports_lag(
     resumed = source.build_part("read", "1", state)
     rest = [x for x in resumed.next_batch() if isinstance(x, RawBatch)]
     assert [orjson.loads(p)["i"] for p in rest[0].payloads] == list(range(10, 20))
-    assert rest[0].positions[0] > batches[0].positions[-1]
-    assert rest[0].ingested[0] // 1000 == rest[0].positions[0][0]
+    assert rest[0].position(0) > batches[0].position(len(batches[0].payloads) - 1)
+    assert rest[0].ingested[0] // 1000 == rest[0].major[0]
 
 
 def test_log_sink_rewrites_its_files_from_the_resumed_sequence(tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ def _batch(eids: list[str]) -> Batch:
     n = len(eids)
     none = np.zeros(n, np.int64)
     keys = [(e,) for e in eids]
-    return Batch(["p"], none, none, eids, keys, none, none, {}, [{}] * n, none, none)
+    return Batch(["p"], none, none, eids, keys, none, none, {}, none, none)
 
 
 def _check(view: ViewTiles) -> None:

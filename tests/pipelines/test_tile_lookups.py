@@ -56,7 +56,7 @@ OPS = st.lists(
 def _batch(eids: list[str]) -> Batch:
     n = len(eids)
     none = np.zeros(n, np.int64)
-    return Batch([], none, none, eids, [(e,) for e in eids], none, none, {}, [], none, none)
+    return Batch([], none, none, eids, [(e,) for e in eids], none, none, {}, none, none)
 
 
 @settings(max_examples=300, deadline=None)

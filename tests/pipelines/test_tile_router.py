@@ -1,12 +1,14 @@
 """`TileRouter` hands each tile shard its events as columns (`Entries`), built without a
 per-event tuple: what it routes is what routing one event at a time gives, for views keyed
-like their source and views keyed otherwise (composite keys, null keys, escaped ids)."""
+like their source and views keyed otherwise (composite keys, null keys, escaped ids), and
+the values it hands on are the events' own (nulls, timestamps as µs)."""
 
 from __future__ import annotations
 
 import pickle
 from typing import Any
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,8 +16,9 @@ from features import layout
 from features.model import Column, Definitions, Entity, FeatureView, Source
 from features.schema import Event
 from pipelines.plan import PlanSource
-from pipelines.records import AcceptedBatch, TileInput
+from pipelines.records import AcceptedBatch, EventColumns, TileInput
 from pipelines.shard_keys import BALANCED
+from pipelines.sinks.parquet_log import events_to_table
 from pipelines.tile_router import TileRouter, shard_of_entity
 from tests.pipelines.scenario import H, feature
 
@@ -27,7 +30,8 @@ EVENTS = st.lists(
     min_size=1,
     max_size=40,
 )
-Row = tuple[str, tuple[Any, ...], Any, tuple[int, int]]
+# (entity id, key values, event time, event id, position, {column: value})
+Row = tuple[str, tuple[Any, ...], int, Any, tuple[int, int], dict[str, Any]]
 
 
 def _definitions() -> Definitions:
@@ -52,8 +56,8 @@ def _definitions() -> Definitions:
     views = [
         FeatureView("v_pair", "pair", "pv", 2 * H, n),
         FeatureView("v_user", "user", "pv", 2 * H, n),
-        FeatureView("v_user2", "user", "pv", 2 * H, n),
-        FeatureView("v_shop", "shop_user", "pv", 2 * H, n),
+        FeatureView("v_user2", "user", "pv", 2 * H, (feature("shop", "last", "shop_id", H),)),
+        FeatureView("v_shop", "shop_user", "pv", 2 * H, (*n, feature("at", "max", "ts", H))),
     ]
     return Definitions(
         entities={
@@ -74,27 +78,43 @@ def _batch(drawn: list[tuple[str, str, str | None, int]], shard: int) -> Accepte
     for i, (user, item, shop, ts) in enumerate(drawn):
         row = {"id": f"e{i}", "user_id": user, "item_id": item, "shop_id": shop, "ts": ts}
         events.append(Event(i, ts, f"e{i}", (user, item), row, {}, None))
-    positions = [(7, i) for i in range(len(events))]
-    return AcceptedBatch("pv", shard, "p0", events, [0] * len(events), positions, None)
+    n = len(events)
+    source = PLANS.current().definitions.sources["pv"]
+    columns = EventColumns(
+        np.array([e.ts for e in events], dtype=np.int64),
+        [e.eid for e in events],
+        [e.key for e in events],
+        None,
+        [None] * n,
+        np.full(n, 7, dtype=np.int64),
+        np.arange(n, dtype=np.int64),
+        np.zeros(n, dtype=np.int64),
+        events_to_table(source, events, [0] * n),
+    )
+    return AcceptedBatch("pv", shard, "p0", columns), events
 
 
-def _by_event(batch: AcceptedBatch) -> list[tuple[str, int, str, list[Any]]]:
+def _by_event(batch: AcceptedBatch, events: list[Event]) -> list[tuple[str, int, str, list[Any]]]:
     """The routing, one event at a time: per tile shard (in order of first use), its
-    groups of (view names, [(entity id, values, event, position), ...])."""
+    groups of (view names, [row, ...]), each row an event's `Row`."""
     source_plan = PLANS.current().sources["pv"]
     by_keys: dict[tuple[str, ...], list[str]] = {}
+    columns: dict[tuple[str, ...], set[str]] = {}
     for route in source_plan.views:
         by_keys.setdefault(route.join_keys, []).append(route.view.name)
+        columns.setdefault(route.join_keys, set()).update(route.tiler.columns)
     shards: dict[int, list[tuple[tuple[str, ...], list[Row]]]] = {}
     for join_keys, names in by_keys.items():
         per_shard: dict[int, list[Row]] = {}
-        for event, position in zip(batch.events, batch.positions, strict=True):
+        for i, event in enumerate(events):
             values = tuple(event.row[k] for k in join_keys)
             if None in values:
                 continue
             eid = layout.entity_id(values)
             shard = batch.shard if join_keys == source_plan.source.key else shard_of_entity(eid)
-            per_shard.setdefault(shard, []).append((eid, values, event, position))
+            held = {c: event.row[c] for c in sorted(columns[join_keys])}
+            row = (eid, values, event.ts, event.eid, (7, i), held)
+            per_shard.setdefault(shard, []).append(row)
         for shard, rows in per_shard.items():
             shards.setdefault(shard, []).append((tuple(names), rows))
     return [(BALANCED[s], s, f"{batch.part}#{batch.shard}", g) for s, g in shards.items()]
@@ -105,10 +125,24 @@ def _as_rows(routed: list[tuple[str, TileInput]]) -> list[tuple[str, int, str, l
     for key, inp in routed:
         groups = []
         for names, entries in inp.groups:
-            columns = (entries.eids, entries.keys, entries.events, entries.positions)
+            columns = (entries.eids, entries.keys, entries.ts, entries.event_ids, entries.major)
+            columns += (entries.minor, *entries.values.values())
             assert len({len(c) for c in columns}) == 1
-            assert len(entries) == len(entries.events)
-            groups.append((names, list(zip(*columns, strict=True))))
+            assert len(entries) == len(entries.eids)
+            assert entries.ts.dtype == entries.major.dtype == entries.minor.dtype == np.int64
+            assert all(v.dtype == object for v in entries.values.values())
+            rows = [
+                (
+                    entries.eids[i],
+                    entries.keys[i],
+                    int(entries.ts[i]),
+                    entries.event_ids[i],
+                    (int(entries.major[i]), int(entries.minor[i])),
+                    {c: entries.values[c][i] for c in sorted(entries.values)},
+                )
+                for i in range(len(entries))
+            ]
+            groups.append((names, rows))
         out.append((key, inp.shard, inp.part, groups))
     return out
 
@@ -118,13 +152,11 @@ def _as_rows(routed: list[tuple[str, TileInput]]) -> list[tuple[str, int, str, l
 def test_the_router_routes_what_routing_event_by_event_routes(
     drawn: list[tuple[str, str, str | None, int]], ledger_shard: int
 ) -> None:
-    batch = _batch(drawn, ledger_shard)
+    batch, events = _batch(drawn, ledger_shard)
     routed = list(TileRouter(PLANS)(batch))
-    want = _by_event(batch)
+    want = _by_event(batch, events)
     assert _as_rows(routed) == want
-    # The very events travel (not copies), and an input survives a trip between workers.
-    for (_, inp), (_, _, _, groups) in zip(routed, want, strict=True):
-        for (_, entries), (_, rows) in zip(inp.groups, groups, strict=True):
-            assert all(e is r[2] for e, r in zip(entries.events, rows, strict=True))
+    # An input survives a trip between workers.
+    for _, inp in routed:
         back = pickle.loads(pickle.dumps(inp, protocol=pickle.HIGHEST_PROTOCOL))
         assert _as_rows([("k", back)]) == _as_rows([("k", inp)])

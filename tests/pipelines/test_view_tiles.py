@@ -178,16 +178,16 @@ class Ref:
             for names, entries in inp.groups:
                 for name in names:
                     tiler = tilers[name]
-                    for eid, ev, pos in zip(
-                        entries.eids, entries.events, entries.positions, strict=True
-                    ):
+                    for i, eid in enumerate(entries.eids):
+                        pos = (int(entries.major[i]), int(entries.minor[i]))
+                        row = {c: v[i] for c, v in entries.values.items()}
                         self.seen.add((name, eid))
                         mark = (name, eid, inp.part)
                         if mark in self.marks and pos <= self.marks[mark]:
                             continue  # applied before: a replay
                         self.marks[mark] = pos
                         state = self.states.setdefault((name, eid), EntityTiles())
-                        tiler.apply(state, ev.ts, ev.eid, ev.row, now)
+                        tiler.apply(state, int(entries.ts[i]), entries.event_ids[i], row, now)
         for key in self.seen:
             if key in self.states:
                 tilers[key[0]].fold_pending(self.states[key], now)
