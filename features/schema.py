@@ -17,7 +17,7 @@ from __future__ import annotations
 import operator
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import repeat
 from operator import setitem
 from typing import Any, NamedTuple, cast
@@ -71,24 +71,28 @@ class Validated:
     """A validated batch: the accepted events as aligned columns (input order), the rejects,
     and one typed Arrow array per schema column holding the accepted events' values.
 
-    Batch-wise callers read the columns; `events` builds one `Event` per accepted event.
+    Batch-wise callers read the columns; `events` builds one `Event` per accepted event,
+    finishing the rows first (timestamps as µs, floats given as ints as floats), work a
+    caller of the columns alone never pays for.
     """
 
     rejected: list[Rejected]
     index: list[int]  # position in the input batch
-    ts: list[int]  # event times, µs UTC
     eids: list[Any]
     keys: list[tuple[Any, ...]]
-    rows: list[dict[str, Any]]
-    extras: list[dict[str, Any]]
+    rows: list[dict[str, Any]]  # each event's decoded dict: its row once `events` is read
+    extras: list[dict[str, Any]] | None  # None: no event has fields beyond the schema
     correlation_ids: list[str | None]
     columns: list[pa.Array]
+    finish: Callable[[], list[int]] = field(repr=False, compare=False, default=list)
 
     @property
     def events(self) -> list[Event]:
-        """The accepted events, in input order."""
+        """The accepted events, in input order (their rows finished)."""
+        ts = self.finish()
+        extras = self.extras if self.extras is not None else [{} for _ in self.index]
         return _events(
-            self.index, self.ts, self.eids, self.keys, self.rows, self.extras, self.correlation_ids
+            self.index, ts, self.eids, self.keys, self.rows, extras, self.correlation_ids
         )
 
 
@@ -145,7 +149,7 @@ class SourceValidator:
         """`validate`, also giving the accepted events' typed columns (built anyway)."""
         objs, index, rejected, owned = _parse(payloads)
         if not objs:
-            return Validated(rejected, [], [], [], [], [], [], [], [])
+            return Validated(rejected, [], [], [], [], None, [], [])
         if not owned:
             objs = list(map(dict, objs))  # the dicts become the rows: never the caller's
         n = len(objs)
@@ -162,11 +166,13 @@ class SourceValidator:
         ]
         if not set(map(type, cids)) <= {str, _NoneType}:
             cids = self._check_correlation_ids(cids, reasons)
-        extras, ts = self._rows(objs, arrays, raw)
+        self._fill_absent(objs, arrays)
+        extras = self._extras(objs)
         keys = list(zip(*(raw[k] for k in self._key), strict=True))
         eids = raw[self._eid]
         if not reasons:
-            return Validated(rejected, index, ts, eids, keys, objs, extras, cids, arrays)
+            finish = self._finisher(objs, arrays, raw)
+            return Validated(rejected, index, eids, keys, objs, extras, cids, arrays, finish)
         for row in sorted(reasons):
             texts = [text for _, _, text in sorted(reasons[row])]
             rejected.append(Rejected(index[row], payloads[index[row]], texts, cids[row]))
@@ -177,16 +183,17 @@ class SourceValidator:
         def pick(column: list[Any]) -> list[Any]:
             return [column[row] for row in keep]
 
+        rows, arrays = pick(objs), [a.take(taken) for a in arrays]
         return Validated(
             rejected,
             pick(index),
-            pick(ts),
             pick(eids),
             pick(keys),
-            pick(objs),
-            pick(extras),
+            rows,
+            None if extras is None else pick(extras),
             pick(cids),
-            [a.take(taken) for a in arrays],
+            arrays,
+            self._finisher(rows, arrays, [pick(values) for values in raw]),
         )
 
     def _check_column(
@@ -246,13 +253,52 @@ class SourceValidator:
                 out.append(None)
         return out
 
-    def _rows(
-        self, rows: list[dict[str, Any]], arrays: list[pa.Array], raw: list[list[Any]]
-    ) -> tuple[list[dict[str, Any]], list[int]]:
-        """Turn each event's own dict into its row in place; returns extras and event times.
+    def _fill_absent(self, rows: list[dict[str, Any]], arrays: list[pa.Array]) -> None:
+        """Set absent nullable columns to None in each row (only a null row may lack one)."""
+        for state, array in zip(self._states, arrays, strict=True):
+            if array.null_count:
+                nulls = np.flatnonzero(pc.is_null(array).to_numpy(zero_copy_only=False))
+                name = state.column.name
+                _consume(map(dict.setdefault, map(rows.__getitem__, nulls.tolist()), repeat(name)))
 
-        Only what differs is written: timestamps (as µs), floats given as ints (or NaN),
-        absent nullable columns (as None); fields beyond the schema move to `extra`.
+    def _extras(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        """Move each row's fields beyond the schema out of it; None if no row has any."""
+        width = len(self._names)
+        # Every schema column is now in every accepted row (a missing one is null, and a
+        # null is filled above or rejects the row), so only a longer row has extra fields.
+        if max(map(len, rows)) <= width:
+            return None
+        extras: list[dict[str, Any]] = []
+        known = self._known
+        for row in rows:
+            if len(row) <= width:
+                extras.append({})
+                continue
+            extra = {k: v for k, v in row.items() if k not in known}
+            for k in extra:
+                del row[k]
+            extras.append(extra)
+        return extras
+
+    def _finisher(
+        self, rows: list[dict[str, Any]], arrays: list[pa.Array], raw: list[list[Any]]
+    ) -> Callable[[], list[int]]:
+        """What finishes the rows on first call (`_finish`) and gives the event times."""
+        done: list[list[int]] = []
+
+        def finish() -> list[int]:
+            if not done:
+                done.append(self._finish(rows, arrays, raw))
+            return done[0]
+
+        return finish
+
+    def _finish(
+        self, rows: list[dict[str, Any]], arrays: list[pa.Array], raw: list[list[Any]]
+    ) -> list[int]:
+        """Turn each event's own dict into its row in place; returns the event times.
+
+        Only what differs is written: timestamps (as µs) and floats given as ints (or NaN).
         """
         event_times: list[int] = []
         for state, array, values in zip(self._states, arrays, raw, strict=True):
@@ -264,25 +310,7 @@ class SourceValidator:
                     event_times = times
             elif dtype == "float" and (array.null_count or not set(map(type, values)) <= {float}):
                 _consume(map(setitem, rows, repeat(name), array.to_pylist()))
-            elif array.null_count:  # None where absent: only a null row may lack the column
-                nulls = np.flatnonzero(pc.is_null(array).to_numpy(zero_copy_only=False))
-                _consume(map(dict.setdefault, map(rows.__getitem__, nulls.tolist()), repeat(name)))
-        width = len(self._names)
-        # Every schema column is now in every accepted row (a missing one is null, and a
-        # null is filled above or rejects the row), so only a longer row has extra fields.
-        if max(map(len, rows)) <= width:
-            return [{} for _ in rows], event_times
-        extras: list[dict[str, Any]] = []
-        known = self._known
-        for row in rows:
-            if len(row) <= width:
-                extras.append({})
-                continue
-            extra = {k: v for k, v in row.items() if k not in known}
-            for k in extra:
-                del row[k]
-            extras.append(extra)
-        return extras, event_times
+        return event_times
 
 
 def _events(*columns: list[Any]) -> list[Event]:

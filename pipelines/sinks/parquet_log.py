@@ -121,14 +121,15 @@ def _with_log_columns(
     event_times: pa.Array,
     ingested_at: Times,
     correlation_ids: Sequence[str | None],
-    extras: Sequence[dict[str, Any]],
+    extras: Sequence[dict[str, Any]] | None,
 ) -> pa.Table:
-    """The schema columns plus the underscore columns, as a table in the log schema."""
-    if any(extras):
+    """The schema columns plus the underscore columns, as a table in the log schema
+    (`extras` None: no event has extra fields)."""
+    if extras is not None and any(extras):
         dumps = orjson.dumps
         extra = pa.array([dumps(x).decode() if x else "{}" for x in extras], type=pa.string())
     else:  # most events carry no extra columns: no encoding for those
-        extra = pa.repeat(pa.scalar("{}", pa.string()), len(extras))
+        extra = pa.repeat(pa.scalar("{}", pa.string()), len(event_ids))
     columns += [
         event_ids,
         event_times,
