@@ -12,12 +12,20 @@ from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
 
-from features.lateness import KeyLedger, judge_events, pack_ledgers, unpack_ledgers
+from features.lateness import (
+    KeyLedger,
+    judge_events,
+    pack_ledgers,
+    unpack_columns_v2,
+    unpack_ledgers,
+)
 from pipelines.decoding import LATE_STAGE
 from pipelines.plan import PlanSource
 from pipelines.records import AcceptedBatch, Counts, DeadLetter, DeadLetterBatch, ShardBatch
 
-SNAPSHOT_FORMAT = 2  # (2, {source: packed ledgers}, counts); format 1 was (ledgers, counts)
+# (3, {source: packed ledgers}, counts); format 2 packed each ledger's seen dict whole, and
+# format 1 was (ledgers, counts): both are still read.
+SNAPSHOT_FORMAT = 3
 
 
 class LedgerShard(StatefulBatchLogic[ShardBatch, Any, bytes]):
@@ -33,8 +41,9 @@ class LedgerShard(StatefulBatchLogic[ShardBatch, Any, bytes]):
             if len(state) == 2:  # written before the ledgers were packed in columns
                 self.ledgers, self.counts = state
             else:
-                _, packed, self.counts = state
-                self.ledgers = {source: unpack_ledgers(cols) for source, cols in packed.items()}
+                version, packed, self.counts = state
+                unpack = unpack_ledgers if version >= 3 else unpack_columns_v2
+                self.ledgers = {source: unpack(cols) for source, cols in packed.items()}
         self.shard = 0  # the Bytewax key; every batch carries it
 
     def on_batch(self, values: list[ShardBatch]) -> tuple[list[Any], bool]:

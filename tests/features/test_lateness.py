@@ -219,3 +219,44 @@ def test_a_ledger_pickled_before_it_had_slots_still_loads(monkeypatch: Any) -> N
     assert restored == features.lateness.KeyLedger(120, {"a": 100, "b": 120}, 64)
     assert restored.judge(121, "a", lateness=50) == DUPLICATE
     assert pickle.loads(pickle.dumps(restored)) == restored
+
+
+TEXTS = st.text(st.characters(codec="utf-8"), max_size=4)
+VALUES = st.one_of(TEXTS, st.integers(-(2**70), 2**70), st.none())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.one_of(
+            st.tuples(TEXTS),
+            st.tuples(st.integers(-5, 5), TEXTS),
+            st.tuples(VALUES),
+            st.sampled_from(["k", 7]),  # not a tuple: kept as it is
+        ),
+        st.builds(
+            KeyLedger,
+            st.one_of(st.none(), st.integers(-(2**62), 2**62)),
+            st.dictionaries(
+                st.one_of(TEXTS, st.integers(-(2**70), 2**70)),
+                st.one_of(st.integers(-(2**62), 2**62), st.integers(2**63, 2**70)),
+                max_size=5,
+            ),
+            st.integers(0, 200),
+        ),
+        max_size=8,
+    )
+)
+def test_packed_ledgers_come_back_equal_through_a_pickle(ledgers: dict[Any, KeyLedger]) -> None:
+    """`pack_ledgers` flattens keys and seen ids into texts and int64 columns where every
+    value allows it; whatever the keys and ids, the ledgers come back equal, in order."""
+    back = unpack_ledgers(pickle.loads(pickle.dumps(pack_ledgers(ledgers))))
+    assert list(back) == list(ledgers)
+    assert back == ledgers
+    for got, want in zip(back, ledgers, strict=True):
+        assert type(got) is type(want)
+        if isinstance(got, tuple):
+            assert [type(v) for v in got] == [type(v) for v in want]
+    for key, ledger in back.items():
+        assert list(ledger.seen.items()) == list(ledgers[key].seen.items())
+        assert all(type(a) is type(b) for a, b in zip(ledger.seen, ledgers[key].seen, strict=True))

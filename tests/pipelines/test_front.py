@@ -143,7 +143,7 @@ def test_judge_keeps_each_accepted_event_with_its_position_and_log_row() -> None
     assert (applied, duplicates) == (verdicts["accept"], verdicts["duplicate"])
 
 
-@pytest.mark.parametrize("form", ["snapshot", "format 1"])
+@pytest.mark.parametrize("form", ["snapshot", "format 1", "format 2"])
 def test_judge_resumed_from_its_snapshot_judges_as_if_never_stopped(form: str) -> None:
     """Every judge is rebuilt from its recovery snapshot after each batch (as after a crash
     at each epoch close); the verdicts must equal one uninterrupted reference per event."""
@@ -166,6 +166,17 @@ def test_judge_resumed_from_its_snapshot_judges_as_if_never_stopped(form: str) -
             assert got == [r for r, v in zip(rows, want, strict=True) if v == "accept"]
             if form == "snapshot":
                 snapshots[key] = logic.snapshot()
+            elif form == "format 2":  # each ledger's seen dict packed whole
+                packed = {
+                    source: (
+                        list(ledgers_),
+                        [ledger.max_ts for ledger in ledgers_.values()],
+                        [ledger.seen for ledger in ledgers_.values()],
+                        [ledger.prune_at for ledger in ledgers_.values()],
+                    )
+                    for source, ledgers_ in logic.ledgers.items()
+                }
+                snapshots[key] = pickle.dumps((2, packed, logic.counts))
             else:  # what a recovery store written before the packed ledgers holds
                 snapshots[key] = pickle.dumps((logic.ledgers, logic.counts))
     resumed = [LedgerShard(plans, snap, True) for snap in snapshots.values()]
