@@ -24,7 +24,7 @@ DUPLICATE: Verdict = "duplicate"
 # The columns of `pack_ledgers`: keys (per key position), max_ts, prune_at, and every ledger's
 # seen ids and times flattened (with each ledger's count), so pickling them is C work, not a
 # Python `__reduce__` per ledger nor a memo entry per id (it runs at every epoch close).
-LedgerColumns = tuple[list["Packed"], list[int | None], list[int], Any, "Packed", "Packed"]
+LedgerColumns = tuple[tuple[str, Any], list[int | None], list[int], Any, "Packed", "Packed"]
 # A column of values packed for pickling: strings joined into one text with their lengths
 # (pickle encodes and memoizes each str object apart, ~0.4 µs apiece), ints as int64, else
 # the values as they are.
@@ -116,11 +116,18 @@ def pack_ledgers(ledgers: dict[Any, KeyLedger]) -> LedgerColumns:
     """
     keys = list(ledgers)
     values = list(ledgers.values())
-    widths = set(map(len, keys)) if set(map(type, keys)) == {tuple} else set()
-    if len(widths) == 1:
-        key_columns = [pack_values([key[i] for key in keys]) for i in range(widths.pop())]
-    else:  # keys of one source have one width; anything else is kept as it is
-        key_columns = [("keys", keys, None)]
+    kinds = set(map(type, keys))
+    widths = set(map(len, keys)) if kinds == {tuple} else set()
+    key_columns: tuple[str, Any]
+    if kinds == {str}:  # entity ids
+        key_columns = ("ids", pack_values(keys))
+    elif len(widths) == 1:
+        key_columns = (
+            "tuples",
+            [pack_values([key[i] for key in keys]) for i in range(widths.pop())],
+        )
+    else:  # keys of one source are alike; anything else is kept as it is
+        key_columns = ("keys", keys)
     seen = list(map(_SEEN, values))
     sizes = np.fromiter(map(len, seen), np.int64, len(seen))
     return (
@@ -135,11 +142,13 @@ def pack_ledgers(ledgers: dict[Any, KeyLedger]) -> LedgerColumns:
 
 def unpack_ledgers(columns: LedgerColumns) -> dict[Any, KeyLedger]:
     """The ledgers `pack_ledgers` packed."""
-    key_columns, max_ts, prune_at, sizes, eids, times = columns
-    if len(key_columns) == 1 and key_columns[0][0] == "keys":
-        keys = key_columns[0][1]
+    (kind, packed), max_ts, prune_at, sizes, eids, times = columns
+    if kind == "ids":
+        keys = unpack_values(packed)
+    elif kind == "tuples":
+        keys = list(zip(*map(unpack_values, packed), strict=True))
     else:
-        keys = list(zip(*map(unpack_values, key_columns), strict=True))
+        keys = packed
     ids, ts = unpack_values(eids), unpack_values(times)
     ends = np.cumsum(sizes).tolist()
     seen = [

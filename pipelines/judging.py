@@ -12,6 +12,7 @@ from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
 
+from features import layout
 from features.lateness import (
     KeyLedger,
     judge_events,
@@ -19,6 +20,7 @@ from features.lateness import (
     unpack_columns_v2,
     unpack_ledgers,
 )
+from features.model import Source
 from pipelines.decoding import LATE_STAGE
 from pipelines.plan import PlanSource
 from pipelines.records import AcceptedBatch, Counts, DeadLetter, DeadLetterBatch, ShardBatch
@@ -28,13 +30,22 @@ from pipelines.records import AcceptedBatch, Counts, DeadLetter, DeadLetterBatch
 SNAPSHOT_FORMAT = 3
 
 
+def by_id(source: Source) -> bool:
+    """Whether a source's ledgers are keyed by entity id: a single string key, whose id
+    stands for it one to one (a str key is looked up faster than a tuple: ~0.4 µs a
+    lookup among 100k ledgers)."""
+    return len(source.key) == 1 and source.columns[source.key[0]].dtype == "string"
+
+
 class LedgerShard(StatefulBatchLogic[ShardBatch, Any, bytes]):
     """Judges the events of one shard in broker order; emits accepted events and dead letters."""
 
     def __init__(self, plans: PlanSource, resume: bytes | None, snapshots: bool) -> None:
         self.plans = plans
         self.snapshots = snapshots
-        self.ledgers: dict[str, dict[tuple[Any, ...], KeyLedger]] = {}
+        # Per source, its ledgers by source key: the key's entity id for a single string
+        # key (`by_id`), else its values.
+        self.ledgers: dict[str, dict[Any, KeyLedger]] = {}
         self.counts: dict[str, list[int]] = {}
         if resume:
             state = pickle.loads(resume)  # noqa: S301 - our own recovery store
@@ -44,7 +55,19 @@ class LedgerShard(StatefulBatchLogic[ShardBatch, Any, bytes]):
                 version, packed, self.counts = state
                 unpack = unpack_ledgers if version >= 3 else unpack_columns_v2
                 self.ledgers = {source: unpack(cols) for source, cols in packed.items()}
+            self._rekey()
         self.shard = 0  # the Bytewax key; every batch carries it
+
+    def _rekey(self) -> None:
+        """Key by entity id the ledgers of sources keyed so (`by_id`) that a snapshot
+        written before ids keyed them holds by their values."""
+        sources = self.plans.current().sources
+        for name, ledgers in self.ledgers.items():
+            plan = sources.get(name)
+            if plan is not None and by_id(plan.source) and any(type(k) is tuple for k in ledgers):
+                self.ledgers[name] = {
+                    layout.entity_id(k) if type(k) is tuple else k: v for k, v in ledgers.items()
+                }
 
     def on_batch(self, values: list[ShardBatch]) -> tuple[list[Any], bool]:
         plan = self.plans.current()
@@ -58,9 +81,12 @@ class LedgerShard(StatefulBatchLogic[ShardBatch, Any, bytes]):
             ledgers = self.ledgers.setdefault(batch.source, {})
             counts = self.counts.setdefault(batch.source, [0, 0])
             events = batch.events
+            keys: list[Any] = events.keys
+            if by_id(source_plan.source):
+                keys = events.ids if events.ids is not None else list(map(layout.entity_id, keys))
             accepted, late = judge_events(
                 ledgers,
-                events.keys,
+                keys,
                 events.ts.tolist(),
                 events.eids,
                 source_plan.source.allowed_lateness,

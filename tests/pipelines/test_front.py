@@ -20,7 +20,7 @@ from features import layout
 from features.durations import now_us
 from features.lateness import KeyLedger
 from pipelines.decoding import LEDGER_SHARDS, Decoder, shard_of
-from pipelines.judging import LedgerShard
+from pipelines.judging import LedgerShard, by_id
 from pipelines.plan import PlanSource
 from pipelines.records import (
     AcceptedBatch,
@@ -164,6 +164,12 @@ def test_judge_resumed_from_its_snapshot_judges_as_if_never_stopped(form: str) -
             accepted = [b for b in out if isinstance(b, AcceptedBatch)]
             got = _rows(accepted[0].events) if accepted else []
             assert got == [r for r, v in zip(rows, want, strict=True) if v == "accept"]
+            # Older formats keyed every ledger by its key values (the resumed judge keys a
+            # single string key by its entity id again).
+            by_values = {
+                source: {tuple(layout.entity_values(k)): v for k, v in ledgers_.items()}
+                for source, ledgers_ in logic.ledgers.items()
+            }
             if form == "snapshot":
                 snapshots[key] = logic.snapshot()
             elif form == "format 2":  # each ledger's seen dict packed whole
@@ -174,14 +180,15 @@ def test_judge_resumed_from_its_snapshot_judges_as_if_never_stopped(form: str) -
                         [ledger.seen for ledger in ledgers_.values()],
                         [ledger.prune_at for ledger in ledgers_.values()],
                     )
-                    for source, ledgers_ in logic.ledgers.items()
+                    for source, ledgers_ in by_values.items()
                 }
                 snapshots[key] = pickle.dumps((2, packed, logic.counts))
             else:  # what a recovery store written before the packed ledgers holds
-                snapshots[key] = pickle.dumps((logic.ledgers, logic.counts))
+                snapshots[key] = pickle.dumps((by_values, logic.counts))
     resumed = [LedgerShard(plans, snap, True) for snap in snapshots.values()]
     merged = {k: v for r in resumed for k, v in r.ledgers["txns"].items()}
-    assert merged == ledgers
+    assert by_id(plans.current().sources["txns"].source)  # txns has a single string key
+    assert merged == {layout.entity_id(k): v for k, v in ledgers.items()}
 
 
 def test_stream_source_reads_payloads_positions_and_ingest_times(
