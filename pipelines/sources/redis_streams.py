@@ -4,6 +4,8 @@ Partition `p` reads `rillet:<project>:stream:<topic>:p` of every topic in the cu
 registry with one non-blocking `XREAD` (up to `count` entries per stream) and emits one
 `RawBatch` per source. Its recovery state is the last entry id read per topic (XREAD is
 exclusive of it), so a resume continues exactly where the last committed epoch ended.
+Once a batch is emitted, the next `XREAD` is sent ahead (`read_ahead`): Redis builds it
+while the flow works, and the next call reads the reply if it asked for the same thing.
 About once a second it also reports its lag from `XINFO STREAM`.
 """
 
@@ -21,6 +23,7 @@ from features import layout
 from pipelines.plan import PlanSource
 from pipelines.records import LagReport, RawBatch
 from pipelines.sinks.redis_bulk import call_raw
+from pipelines.sources.read_ahead import MISSED, ReadAhead
 
 if TYPE_CHECKING:
     import redis
@@ -89,6 +92,7 @@ class _StreamPartition(StatefulSourcePartition[Any, State]):
         self.wake: datetime | None = None
         self.next_lag = 0.0
         self.done = False
+        self.ahead = ReadAhead(client)
 
     def next_batch(self) -> list[Any]:
         if self.done:
@@ -99,9 +103,10 @@ class _StreamPartition(StatefulSourcePartition[Any, State]):
         out: list[Any] = []
         reply = None
         if streams:
-            keys = list(streams)
-            ids = [self.ids.get(streams[k], "0-0") for k in keys]
-            reply = call_raw(self.client, "XREAD", "COUNT", self.count, "STREAMS", *keys, *ids)
+            command = self._xread(streams)
+            reply = self.ahead.take(command)
+            if reply is MISSED or not reply:  # an empty read ahead is read again: it is old
+                reply = call_raw(self.client, *command)
         # RESP3 (redis-py's default here) answers a map, RESP2 a list of pairs.
         pairs = reply.items() if isinstance(reply, dict) else (reply or [])
         for stream, entries in pairs:
@@ -120,11 +125,19 @@ class _StreamPartition(StatefulSourcePartition[Any, State]):
             out.extend(self._lag(plan, streams))
         if out and any(isinstance(item, RawBatch) for item in out):
             self.wake = None
+            # Redis builds the next batch's reply while the flow works on this one.
+            self.ahead.send(self._xread(streams))
         elif self.until_idle:
             self.done = True
         else:
             self.wake = datetime.now(UTC) + IDLE_WAIT
         return out
+
+    def _xread(self, streams: dict[str, str]) -> tuple[Any, ...]:
+        """The `XREAD` of every stream of `streams` after the position read so far."""
+        keys = list(streams)
+        ids = [self.ids.get(streams[k], "0-0") for k in keys]
+        return ("XREAD", "COUNT", self.count, "STREAMS", *keys, *ids)
 
     def _lag(self, plan: Any, streams: dict[str, str]) -> list[LagReport]:
         """Entries behind each stream head and the age of our position when behind."""
@@ -162,6 +175,7 @@ class _StreamPartition(StatefulSourcePartition[Any, State]):
         return {"ids": dict(self.ids), "read": dict(self.read)}
 
     def close(self) -> None:
+        self.ahead.close()
         self.client.close()
 
 
