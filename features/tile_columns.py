@@ -35,6 +35,11 @@ from features.tiles import CompiledFeature
 Array = np.ndarray[Any, Any]
 
 
+def presence(values: Mapping[str, Array], columns: Sequence[str]) -> dict[str, Array]:
+    """Per column of `columns`, which of its values are not None (null)."""
+    return {c: values[c] != None for c in columns}  # noqa: E711 - elementwise on objects
+
+
 class TileColumns:
     """The partial states of one view's features of one tile size, one row per tile."""
 
@@ -59,29 +64,55 @@ class TileColumns:
         for feature in self.features:
             feature.clear(rows)
 
-    def touches(self, values: Mapping[str, Array], size: int | None = None) -> Array:
+    def touches(
+        self,
+        values: Mapping[str, Array],
+        size: int | None = None,
+        present: Mapping[str, Array] | None = None,
+    ) -> Array:
         """Which events create or change a tile of this size: a feature of it gets a value.
 
-        `size` is the number of events (needed only when `values` is empty).
+        `size` is the number of events (needed only when `values` is empty); `present`, per
+        column, which values are not None (`presence`), if worked out already.
         """
         if size is None:
             size = len(next(iter(values.values()))) if values else 0
         if self.always or not self.columns:
             return np.ones(size, dtype=bool)
+        if present is None:
+            present = presence(values, self.columns)
         out = np.zeros(size, dtype=bool)
         for column in self.columns:
-            out |= values[column] != None  # noqa: E711 - elementwise on object arrays
+            out |= present[column]
         return out
 
-    def fold(self, rows: Array, ts: Array, eids: Array, values: Mapping[str, Array]) -> None:
-        """Fold a batch of events, in arrival order, into the rows of their tiles."""
-        present = {c: np.flatnonzero(values[c] != None) for c in self.columns}  # noqa: E711
+    def fold(
+        self,
+        rows: Array,
+        ts: Array,
+        eids: Array,
+        values: Mapping[str, Array],
+        present: Mapping[str, Array] | None = None,
+    ) -> None:
+        """Fold a batch of events, in arrival order, into the rows of their tiles (`present`:
+        as `touches` takes it). A column with a value for every event is folded whole."""
+        if present is None:
+            present = presence(values, self.columns)
+        picked: dict[str, tuple[Array, Array, Array, Array]] = {}
         for feature in self.features:
-            if feature.column is None:
+            column = feature.column
+            if column is None:
                 feature.fold(rows, ts, eids, np.ones(len(rows), dtype=bool))
-            else:
-                at = present[feature.column]
-                feature.fold(rows[at], ts[at], eids[at], values[feature.column][at])
+                continue
+            if column not in picked:
+                at = np.flatnonzero(present[column])
+                whole = len(at) == len(rows)
+                picked[column] = (
+                    (rows, ts, eids, values[column])
+                    if whole
+                    else (rows[at], ts[at], eids[at], values[column][at])
+                )
+            feature.fold(*picked[column])
 
     def states(self, rows: Array) -> list[dict[str, Any]]:
         """Each row's tile as `ViewTiler` holds it: `{feature: state}` of the features with one."""

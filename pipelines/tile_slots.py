@@ -5,7 +5,8 @@ each tile its row. Tiles are aligned, so a batch touches only a few tile starts:
 found per start (`bucket`, entity number → row) with one C-level dict lookup per event,
 and a whole start is dropped at once when no window reads it any more. Each entity's
 newest tile seen is also remembered in arrays (`last_start`, `last_row`): an event in that
-tile, the usual case for the coarser sizes, gets its row with numpy, without a lookup.
+tile, the usual case for the coarser sizes, gets its row with numpy, without a lookup; as
+no entity holds a tile past its newest, events past it make their tiles without one too.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ import numpy as np
 from features.column_states import grown
 from features.tile_columns import TileColumns
 from features.tiles import CompiledFeature
+from pipelines.tile_batches import ends_of_groups
 
 Array = np.ndarray[Any, Any]
+# Positions taken, then their starts, times, ids, values and presence (`TileSlots.taken`).
+Taken = tuple[Array, Array, Array, Array, Mapping[str, Array], Mapping[str, Array]]
 NO_TILE = -(2**63)  # `last_start` of an entity without a remembered tile
 
 
@@ -41,33 +45,106 @@ class TileSlots:
         self.last_row = np.zeros(0, dtype=np.int64)
 
     def taken(
-        self, cutoff: int, ts: Array, event_ids: Array, values: Mapping[str, Array]
-    ) -> tuple[Array, Array, Array, Array, Mapping[str, Array]]:
-        """The events these tiles take (positions) and their starts, times, ids and values:
+        self,
+        cutoff: int,
+        ts: Array,
+        event_ids: Array,
+        values: Mapping[str, Array],
+        present: Mapping[str, Array],
+    ) -> Taken:
+        """The events these tiles take (positions) and their starts, times, ids, values and
+        presence (`present`: `TileColumns.touches`), the values of the columns read only:
         those giving a feature a value, in a tile some window still reads (from `cutoff`)."""
         starts = ts - ts % self.g
         # A tile no window reads at any time from now on is never created.
-        at = np.flatnonzero(self.columns.touches(values, len(ts)) & (starts >= cutoff))
+        at = np.flatnonzero(self.columns.touches(values, len(ts), present) & (starts >= cutoff))
+        read = self.columns.columns
         if len(at) == len(ts):
-            return at, starts, ts, event_ids, values
-        return at, starts[at], ts[at], event_ids[at], {c: v[at] for c, v in values.items()}
+            return at, starts, ts, event_ids, values, present
+        return (
+            at,
+            starts[at],
+            ts[at],
+            event_ids[at],
+            {c: values[c][at] for c in read},
+            {c: present[c][at] for c in read},
+        )
 
     def rows(self, ents: Array, starts: Array) -> Array:
         """The row of each (entity, tile start); tiles not seen yet get empty rows.
 
-        Rows are handed out as `_lookup` alone would: the events in a remembered tile skip
-        it, and their tiles exist, so they never take a row."""
+        Rows are handed out as `_lookup` alone would. An entity holds no tile past its
+        remembered one (its newest), so events in that tile take its row and events past it
+        make tiles, both without a lookup; only the rare events before it are looked up."""
         if not len(ents):
             return np.empty(0, dtype=np.int64)
         self._room(ents)
-        hit = self.last_start[ents] == starts
+        newest = self.last_start[ents]
+        hit = newest == starts
         if hit.all():
             return self.last_row[ents]
-        if not hit.any():
-            return self._lookup(ents, starts)
         out = self.last_row[ents]
-        rest = np.flatnonzero(~hit)
-        out[rest] = self._lookup(ents[rest], starts[rest])
+        make = starts > newest
+        older = np.flatnonzero(~(hit | make))
+        if len(older):
+            found = self._find(ents[older], starts[older])
+            out[older] = found
+            make[older[found < 0]] = True
+        at = np.flatnonzero(make)
+        if len(at):
+            out[at] = self._make(ents[at], starts[at])
+        return out
+
+    def _find(self, ents: Array, starts: Array) -> Array:
+        """The rows of tiles held, -1 where (entity, start) holds none."""
+        out = np.empty(len(ents), dtype=np.int64)
+        for i, (ent, start) in enumerate(zip(ents.tolist(), starts.tolist(), strict=True)):
+            out[i] = self.buckets.get(start, {}).get(ent, -1)
+        return out
+
+    def _make(self, ents: Array, starts: Array) -> Array:
+        """New rows for tiles not held (each (entity, start) once however often it comes),
+        handed out as `_lookup` does: by start, then by the first event of each tile."""
+        order = np.argsort(starts, kind="stable")
+        ordered, owners = starts[order], ents[order]
+        group = np.zeros(len(order), dtype=np.int64)
+        group[1:] = np.cumsum(ordered[1:] != ordered[:-1])
+        n = len(order)
+        key = group * (int(ents.max()) + 1) + owners  # one per tile
+        by_key = np.argsort(key, kind="stable")  # each tile's events together, first first
+        keys = key[by_key]
+        head = np.ones(n, dtype=bool)
+        head[1:] = keys[1:] != keys[:-1]
+        tile_of = None  # each event's tile, numbered in `hand` order (None: its own)
+        hand = np.arange(n)  # each tile's first event: by start, then arrival
+        if not head.all():
+            firsts = by_key[head]
+            is_first = np.zeros(n, dtype=bool)
+            is_first[firsts] = True
+            hand = np.flatnonzero(is_first)
+            first_of = np.empty(n, dtype=np.int64)
+            first_of[by_key] = firsts[np.cumsum(head) - 1]
+            tile_of = (np.cumsum(is_first) - 1)[first_of]
+        counts = np.bincount(group[hand])
+        made = np.empty(len(hand), dtype=np.int64)
+        edge = 0
+        for count in counts.tolist():
+            if count:
+                start, mine = int(ordered[hand[edge]]), owners[hand[edge : edge + count]]
+                rows = self._take(count, start)
+                made[edge : edge + count] = (
+                    np.arange(rows.start, rows.stop) if isinstance(rows, range) else rows
+                )
+                self.buckets.setdefault(start, {}).update(zip(mine.tolist(), rows, strict=True))
+                edge += count
+        # Each entity's newest tile: its last made past the one remembered.
+        tile_ents, tile_starts = owners[hand], ordered[hand]
+        newer = np.flatnonzero(tile_starts > self.last_start[tile_ents])
+        last = newer[ends_of_groups(tile_ents[newer], last=True)]
+        self.last_start[tile_ents[last]] = tile_starts[last]
+        self.last_row[tile_ents[last]] = made[last]
+        out = np.empty(n, dtype=np.int64)
+        out[order] = made if tile_of is None else made[tile_of]
         return out
 
     def _room(self, ents: Array) -> None:
@@ -91,7 +168,7 @@ class TileSlots:
             if bucket is None:
                 bucket = self.buckets[start] = {}
             listed = ents[at].tolist()
-            found: list[Any] = list(map(bucket.get, listed))
+            found: Sequence[Any] = list(map(bucket.get, listed))
             if None in found:
                 unseen = (
                     listed
@@ -114,8 +191,9 @@ class TileSlots:
                 self.last_row[owners[newer]] = out[at[newer]]
         return out
 
-    def _take(self, count: int, start: int) -> list[int]:
-        """`count` empty rows for tiles starting at `start` (freed rows first)."""
+    def _take(self, count: int, start: int) -> Sequence[int]:
+        """`count` empty rows for tiles starting at `start` (freed rows first; a `range`
+        when none is freed, the usual case, so no list of ints is built)."""
         reuse = min(count, len(self.free))
         rows = self.free[len(self.free) - reuse :]
         del self.free[len(self.free) - reuse :]
@@ -125,8 +203,9 @@ class TileSlots:
         if self.used > len(self.start_of):
             self.start_of = grown(self.start_of, self.columns.capacity, 0)
         self.start_of[first : self.used] = start
-        if rows:
-            self.start_of[rows] = start
+        if not rows:
+            return range(first, self.used)
+        self.start_of[rows] = start
         rows += range(first, self.used)
         return rows
 

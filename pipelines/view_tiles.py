@@ -24,6 +24,7 @@ import numpy as np
 
 from features import layout
 from features.column_states import grown
+from features.tile_columns import presence
 from features.tiles import MIN_TS
 from pipelines.entity_codes import EntityCodes, ViewCodes
 from pipelines.plan import ViewRoute
@@ -224,19 +225,24 @@ class ViewTiles:
         if not len(ents):
             return
         np.maximum.at(self.folded, ents, ts)
+        # Which values are not None, per column: worked out once for every size and view.
+        present: dict[str, Array] = {} if shared is None else shared.setdefault("present", {})
         for g, slot in self.slots.items():
             cutoff = now - self.horizon[g]
             key = (g, slot.columns.columns, slot.columns.always, cutoff)
             taken = None if shared is None else shared.get(key)
             if taken is None:
-                taken = slot.taken(cutoff, ts, event_ids, values)
+                present.update(
+                    presence(values, [c for c in slot.columns.columns if c not in present])
+                )
+                taken = slot.taken(cutoff, ts, event_ids, values, present)
                 if shared is not None:
                     shared[key] = taken
-            at, starts, times, ids, picked = taken
+            at, starts, times, ids, picked, known = taken
             if not len(at):
                 continue
             rows = slot.rows(ents[at], starts)
-            slot.columns.fold(rows, times, ids, picked)
+            slot.columns.fold(rows, times, ids, picked, known)
             changes.tiles.setdefault(g, []).append((ents[at], rows))
 
     def fold_due(self, now: int, changes: Changes) -> None:
