@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import redis
 
 RECV = 1 << 20
+IOV_MAX = 512  # buffers per `sendmsg` call (Linux allows 1024)
 MAX_UNREAD = 200_000  # replies outstanding before `send` collects them first
 MAX_SENDS = 4  # payloads queued for the sender thread before `send` waits for one
 
@@ -62,7 +63,7 @@ class TileConnection:
         except BaseException:
             self._broken()
             raise
-        self._sending.append(self._sender.submit(sock.sendall, b"".join(packed)))
+        self._sending.append(self._sender.submit(_send_all, sock, list(packed)))
         self._unread += count
 
     def drain(self) -> None:
@@ -127,3 +128,20 @@ class TileConnection:
         self._conn = None
         self._unread = 0
         self._buffer = b""
+
+
+def _send_all(sock: Any, buffers: list[bytes | memoryview]) -> None:
+    """Write every buffer in order with scatter `sendmsg` calls (the sender thread's work):
+    the payload is never joined into one copy, and a partial write resumes where it ended."""
+    views = [memoryview(b) for b in buffers if len(b)]
+    first = 0
+    while first < len(views):
+        sent = sock.sendmsg(views[first : first + IOV_MAX])
+        while sent:
+            size = views[first].nbytes
+            if sent >= size:
+                sent -= size
+                first += 1
+            else:
+                views[first] = views[first][sent:]
+                sent = 0

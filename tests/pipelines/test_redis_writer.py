@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+
 import hiredis
 import numpy as np
 import orjson
 import pyarrow as pa
 import pytest
 import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from features import layout
 from features.errors import StorageError
 from features.json_columns import concat, grouped
 from pipelines.sinks import tile_commands as cmd
 from pipelines.sinks.redis_tiles import bulk, meta_head
-from pipelines.sinks.redis_writer import TileConnection
+from pipelines.sinks.redis_writer import TileConnection, _send_all
 
 
 def _packed(commands: list[tuple[object, ...]]) -> list[bytes]:
@@ -116,3 +121,37 @@ def test_column_built_tile_commands_are_the_commands_they_name(redis_client: red
     }
     assert orjson.loads(redis_client.hget(keys[0], "m"))["max_ts"] == 7
     assert redis_client.pexpiretime(keys[1]) == 4_102_444_801_000
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(st.binary(max_size=3000), max_size=1200),
+    st.integers(0, 64),
+    st.sampled_from([2048, 1 << 16]),
+)
+def test_scatter_sends_write_every_buffer_in_order(
+    buffers: list[bytes], skip: int, sndbuf: int
+) -> None:
+    """`_send_all` over a small socket buffer (partial writes) and more buffers than one
+    `sendmsg` takes gives the bytes of the buffers joined, memoryview slices included."""
+    big = memoryview(bytes(range(256)) * 400)[skip:]
+    parts: list[bytes | memoryview] = [*buffers, big, b"", *buffers[:3]]
+    want = b"".join(bytes(p) for p in parts)
+    out, into = socket.socketpair()
+    out.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+    out.settimeout(10)
+    got = bytearray()
+
+    def read() -> None:
+        while len(got) < len(want):
+            got.extend(into.recv(1 << 16))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        _send_all(out, parts)
+        reader.join(10)
+    finally:
+        out.close()
+        into.close()
+    assert bytes(got) == want
