@@ -32,7 +32,7 @@ from pipelines.records import Position
 from pipelines.replay_marks import guard, mark
 from pipelines.sinks.redis_bulk import pack_one
 from pipelines.sinks.redis_tiles import EntityBytes, expiry_bucket_ms, meta_heads
-from pipelines.tile_batches import Batch, Changes, first_positions, objects, select
+from pipelines.tile_batches import Batch, Changes, ends_of_groups, objects, select
 from pipelines.tile_loads import load_stored
 from pipelines.tile_slots import TileSlots
 from pipelines.tile_writes import encode_changes
@@ -147,13 +147,13 @@ class ViewTiles:
         return layout.view_key(self.project, self.route.view.name, self.eids[ent] or "")
 
     def missing(self, batch: Batch) -> list[int]:
-        """Positions in the batch of entities not cached (first occurrence of each)."""
-        missed = np.flatnonzero(self.codes.lookup(batch) < 0).tolist()
-        if not missed:
+        """Positions in the batch of entities not cached (first occurrence of each): equal
+        ids have equal codes, so the first of each code missed, in order."""
+        missed = np.flatnonzero(self.codes.lookup(batch) < 0)
+        if not len(missed):
             return []
-        eids = batch.eids
-        names = [eids[i] for i in missed]
-        return first_positions(names, missed)
+        firsts = ends_of_groups(self.codes.of_batch(batch)[missed], last=False)
+        return missed[np.sort(firsts)].tolist()
 
     def _entities(self, batch: Batch) -> Array:
         """The numbers of the batch's entities, all cached (`KeyError` otherwise)."""
