@@ -39,20 +39,28 @@ def _round_trip(
         conn.send_packed_command([payload], check_health=False)
         if meanwhile is not None:
             meanwhile()
-        reader = hiredis.Reader(notEnoughData=_MORE)
-        sock: Any = conn._sock  # replies are parsed here, not by redis-py's parser
-        while len(replies) < count:
-            data = sock.recv(1 << 20)
-            if not data:
-                msg = "Redis closed the connection in the middle of a reply"
-                raise StorageError(msg)
-            reader.feed(data)
-            replies += iter(reader.gets, _MORE)  # every reply complete so far, at C speed
+        replies = read_replies(conn, count)
     except BaseException:
         conn.disconnect()
         raise
     finally:
         pool.release(conn)
+    return replies
+
+
+def read_replies(conn: Any, count: int) -> list[Any]:
+    """The next `count` replies on a redis-py connection's socket, parsed by hiredis here
+    rather than by redis-py's parser (errors come back as `hiredis.ReplyError` values)."""
+    reader = hiredis.Reader(notEnoughData=_MORE)
+    sock: Any = conn._sock
+    replies: list[Any] = []
+    while len(replies) < count:
+        data = sock.recv(1 << 20)
+        if not data:
+            msg = "Redis closed the connection in the middle of a reply"
+            raise StorageError(msg)
+        reader.feed(data)
+        replies += iter(reader.gets, _MORE)  # every reply complete so far, at C speed
     return replies
 
 

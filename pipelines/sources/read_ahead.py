@@ -19,13 +19,12 @@ from typing import TYPE_CHECKING, Any
 import hiredis
 
 from features.errors import StorageError
-from pipelines.sinks.redis_bulk import pack_one
+from pipelines.sinks.redis_bulk import pack_one, read_replies
 
 if TYPE_CHECKING:
     import redis
 
 MISSED = object()  # what `take` returns when no reply to that very command is waiting
-_MORE = object()  # what the reader returns while a reply is incomplete
 
 
 class ReadAhead:
@@ -57,7 +56,7 @@ class ReadAhead:
         if sent is None:
             return MISSED
         try:
-            reply = self._read()
+            (reply,) = read_replies(self.conn, 1)
         except BaseException:
             self._drop()
             raise
@@ -82,16 +81,3 @@ class ReadAhead:
         if conn is not None:
             conn.disconnect()
             self.pool.release(conn)
-
-    def _read(self) -> Any:
-        reader = hiredis.Reader(notEnoughData=_MORE)
-        sock: Any = self.conn._sock  # parsed here, as `redis_bulk` does, not by redis-py
-        while True:
-            data = sock.recv(1 << 20)
-            if not data:
-                msg = "Redis closed the connection in the middle of a reply"
-                raise StorageError(msg)
-            reader.feed(data)
-            reply = reader.gets()
-            if reply is not _MORE:
-                return reply
