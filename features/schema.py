@@ -4,7 +4,8 @@ A batch is checked a column at a time, never an event at a time: `features.coerc
 builds each typed Arrow column in C and names every value of the wrong type; nulls in a
 non-nullable column come from Arrow's null bitmap; every value check is the pandera
 `Check` of `pandera_schema(source)`, run over the whole column as a pandas Series (the
-bounds of a float column first run as the same numpy comparisons: a pass skips pandas). The
+bounds of a float column first run as the same numpy comparisons: a pass skips pandas;
+both in `features.check_runs`). The
 verdicts equal `pandera_schema(source).validate(frame, lazy=True)` on the batch's typed
 frame (held equal by a property test) at a fraction of its fixed cost: pandera's schema
 machinery costs milliseconds per batch, and far more when a batch holds a bad event.
@@ -14,7 +15,6 @@ checked again. Each reason names the column, the rule and the offending value.
 
 from __future__ import annotations
 
-import operator
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pandera.pandas import Check
 
+from features.check_runs import failing_rows, is_bound, within_bounds
 from features.coercion import coerce_column, shown
 from features.model import Column, Source
 from features.source_schema import ColumnCheck, column_checks, pandera_schema, to_series
@@ -117,7 +118,7 @@ class _ColumnState:
         self.checks: list[ColumnCheck] = column_checks(column)
         self.memo: set[Any] | None = {None} if self.checks else None
         # A float column checked only by bounds: a batch that passes them all skips pandas.
-        self.bounded = column.dtype == "float" and all(_is_bound(c.check) for c in self.checks)
+        self.bounded = column.dtype == "float" and all(is_bound(c.check) for c in self.checks)
         if self.checks:  # registers pandera's pandas check functions (done on a first check)
             Check.get_backend(pd.Series(dtype="float64"))
 
@@ -222,12 +223,12 @@ class SourceValidator:
             distinct = set(values)
             if distinct <= memo:
                 return array
-        passed = state.bounded and _within_bounds(state.checks, array)
+        passed = state.bounded and within_bounds(state.checks, array)
         if not passed:
             series = to_series(column, array)
             passed = True
             for order, check in enumerate(state.checks):
-                failing = _failing_rows(check.check, series)
+                failing = failing_rows(check.check, series)
                 if not failing:
                     continue
                 passed = False
@@ -318,74 +319,6 @@ def _events(*columns: list[Any]) -> list[Event]:
     Python `__new__` per event, as `Event(...)` or `Event._make` would call)."""
     made = map(tuple.__new__, repeat(Event), zip(*columns, strict=True))
     return cast(list[Event], list(made))
-
-
-def _failing_rows(check: Check, series: pd.Series) -> list[int]:
-    """The rows of `series` that fail `check`, exactly as pandera's `Check` finds them.
-
-    For a plain builtin check this runs what pandera's pandas backend runs (drop nulls for
-    `ignore_na`, then the builtin function over the column) without its failure-case
-    report, which costs more than the check itself.
-    """
-    name = getattr(check._check_fn, "__name__", None)
-    if (
-        name is None
-        or not check.is_builtin_check(name)
-        or check.groupby is not None
-        or check.element_wise
-        or not check.ignore_na
-    ):
-        result = check(series)
-        if result.check_passed:
-            return []
-        output = result.check_output
-        return list(output.index[~output.to_numpy(dtype=bool)].tolist())
-    checked = series.dropna() if series.hasnans else series
-    passed = check.get_builtin_check_fn(name)(checked, **check._check_kwargs).to_numpy(dtype=bool)
-    if passed.all():
-        return []
-    return list(checked.index[~passed].tolist())
-
-
-# pandera's builtin bound checks (`pandera.backends.pandas.builtin_checks`), the same
-# comparisons over a numpy array, which pandera's own dispatch does not take.
-_BOUNDS: dict[str, Callable[..., Any]] = {
-    "greater_than_or_equal_to": lambda data, min_value: data >= min_value,
-    "greater_than": lambda data, min_value: data > min_value,
-    "less_than_or_equal_to": lambda data, max_value: data <= max_value,
-    "less_than": lambda data, max_value: data < max_value,
-    "in_range": lambda data, min_value, max_value, include_min=True, include_max=True: (
-        (operator.le if include_min else operator.lt)(min_value, data)
-        & (operator.ge if include_max else operator.gt)(max_value, data)
-    ),
-}
-
-
-def _is_bound(check: Check) -> bool:
-    """Whether `check` is a plain builtin bound check, which `_failing_rows` runs directly."""
-    name = getattr(check._check_fn, "__name__", None)
-    return (
-        name in _BOUNDS
-        and check.is_builtin_check(name)
-        and check.groupby is None
-        and not check.element_wise
-        and check.ignore_na
-    )
-
-
-def _within_bounds(checks: list[ColumnCheck], array: pa.Array) -> bool:
-    """Whether every non-null value of a float column passes every bound check, each run as
-    pandera's builtin over the numpy values pandas would hold; False (check as usual) if unsure."""
-    values = array.to_numpy(zero_copy_only=False)  # what `to_series` wraps; null is NaN
-    try:
-        for check in checks:
-            bound = _BOUNDS[check.check._check_fn.__name__]
-            passed = np.asarray(bound(values, **check.check._check_kwargs), dtype=bool)
-            if not (passed | np.isnan(values)).all():  # NaN: dropped before pandera's check
-                return False
-    except (TypeError, ValueError, OverflowError):
-        return False
-    return True
 
 
 def _parse(
