@@ -66,6 +66,16 @@ def plain_entity_ids(keys: Sequence[tuple[Any, ...]]) -> list[str] | None:
     return values
 
 
+def entity_ids(keys: Sequence[tuple[Any, ...]]) -> list[str]:
+    """`entity_id` of each key: plain string keys are their own ids, checked for the whole
+    column at once (`plain_entity_ids`); others get one call each.
+
+    >>> entity_ids([("u1",), ("u-2",)]), entity_ids([("a/b",), ("c",)])
+    (['u1', 'u-2'], ['a%2Fb', 'c'])
+    """
+    return plain_entity_ids(keys) or list(map(entity_id, keys))
+
+
 def entity_values(eid: str) -> list[str]:
     """Inverse of `entity_id` (values come back as strings)."""
     return [unquote(p) for p in eid.split("|")]

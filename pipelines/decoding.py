@@ -10,15 +10,12 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Iterator, Sequence
-from itertools import compress, repeat
-from operator import is_
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from features import layout
-from features.model import Source
 from pipelines.plan import PlanSource
 from pipelines.records import DeadLetter, DeadLetterBatch, EventColumns, RawBatch, ShardBatch
 from pipelines.shard_keys import BALANCED, SHARDS
@@ -27,7 +24,6 @@ from pipelines.sinks.parquet_log import columns_to_table
 log = logging.getLogger(__name__)
 
 LEDGER_SHARDS = SHARDS  # part of the recovery state schema (`pipelines.shard_keys`)
-SHARD_CACHE = 500_000  # source keys whose shard the decoder remembers (then starts over)
 SCHEMA_STAGE = "schema"
 LATE_STAGE = "late"
 
@@ -47,7 +43,6 @@ class Decoder:
     def __init__(self, plans: PlanSource, shard_keys: Sequence[str] = BALANCED) -> None:
         self.plans = plans
         self.shard_keys = shard_keys  # Bytewax state key of each ledger shard
-        self._shards: dict[str, dict[tuple[Any, ...], int]] = {}  # per source: key → shard
 
     def __call__(self, batch: RawBatch) -> Iterator[Any]:
         plan = self.plans.current()
@@ -82,7 +77,7 @@ class Decoder:
             major, minor, ingested = major[at], minor[at], ingested[at]
         table = columns_to_table(source, checked, ingested)
         ts_column = checked.columns[[c.name for c in source.schema].index(source.timestamp)]
-        ids, numbers = self._shards_of(source, checked.keys)
+        ids, numbers = self._shards_of(checked.keys)
         events = EventColumns(
             ts_column.cast(pa.int64()).to_numpy(),
             checked.eids,
@@ -115,25 +110,10 @@ class Decoder:
             start = stop
             yield (self.shard_keys[shard], out)
 
-    def _shards_of(
-        self, source: Source, keys: list[tuple[Any, ...]]
-    ) -> tuple[list[str] | None, np.ndarray[Any, Any]]:
-        """The keys' entity ids if plain (else None) and the ledger shard of each key:
-        column-wise for plain string keys, else remembered per key (`shard_of` costs ~0.6 µs).
-
-        Not remembered for float keys: `0.0 == -0.0` as dict keys, yet their ids differ.
-        """
-        plain = layout.plain_entity_ids(keys)
-        if plain is not None:
-            crcs = np.fromiter(map(zlib.crc32, map(str.encode, plain)), np.int64, len(plain))
-            return plain, crcs % LEDGER_SHARDS
-        if any(source.columns[k].dtype == "float" for k in source.key):
-            return None, np.array([shard_of(key, LEDGER_SHARDS) for key in keys], np.int64)
-        cache = self._shards.setdefault(source.name, {})
-        if len(cache) > SHARD_CACHE:
-            cache.clear()
-        shards: list[Any] = list(map(cache.get, keys))
-        if None in shards:
-            for i in compress(range(len(keys)), map(is_, shards, repeat(None))):
-                shards[i] = cache[keys[i]] = shard_of(keys[i], LEDGER_SHARDS)
-        return None, np.array(shards, np.int64)
+    def _shards_of(self, keys: list[tuple[Any, ...]]) -> tuple[list[str], np.ndarray[Any, Any]]:
+        """The keys' entity ids and the ledger shard of each: a crc32 of the id, as
+        `shard_of`. The ids travel on with the events (the judge and the router key by them),
+        so they are worked out here once."""
+        ids = layout.entity_ids(keys)
+        crcs = np.fromiter(map(zlib.crc32, map(str.encode, ids)), np.int64, len(ids))
+        return ids, crcs % LEDGER_SHARDS

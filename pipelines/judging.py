@@ -81,12 +81,9 @@ class LedgerShard(StatefulBatchLogic[ShardBatch, Any, bytes]):
             ledgers = self.ledgers.setdefault(batch.source, {})
             counts = self.counts.setdefault(batch.source, [0, 0])
             events = batch.events
-            keys: list[Any] = events.keys
-            if by_id(source_plan.source):
-                keys = events.ids if events.ids is not None else list(map(layout.entity_id, keys))
             accepted, late = judge_events(
                 ledgers,
-                keys,
+                events.ids if by_id(source_plan.source) else events.keys,
                 events.ts.tolist(),
                 events.eids,
                 source_plan.source.allowed_lateness,

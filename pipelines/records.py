@@ -99,7 +99,7 @@ class EventColumns:
     ts: Array  # event times, µs (int64)
     eids: list[Any]  # event ids
     keys: list[tuple[Any, ...]]  # source key values, in `Source.key` order
-    ids: list[str] | None  # the keys' entity ids, when the decoder had them (plain keys)
+    ids: list[str]  # the keys' entity ids (`layout.entity_id`)
     cids: list[str | None]  # correlation ids
     major: Array  # origin position (int64)
     minor: Array
@@ -122,7 +122,7 @@ class EventColumns:
             self.ts[at],
             pick(self.eids),
             pick(self.keys),
-            None if self.ids is None else pick(self.ids),
+            pick(self.ids),
             pick(self.cids),
             self.major[at],
             self.minor[at],
@@ -136,7 +136,7 @@ class EventColumns:
             self.ts[start:stop],
             self.eids[start:stop],
             self.keys[start:stop],
-            None if self.ids is None else self.ids[start:stop],
+            self.ids[start:stop],
             self.cids[start:stop],
             self.major[start:stop],
             self.minor[start:stop],

@@ -61,9 +61,14 @@ class TileRouter:
                 # The entity is the source key: its tile shard is its ledger shard (the
                 # same crc32 of the same entity id, over as many shards), and its key values
                 # are never null. The batch's own columns are the entries' columns.
-                ids = events.ids if events.ids is not None else _ids(events.keys)
                 entries = Entries(
-                    ids, events.keys, events.ts, events.eids, events.major, events.minor, values
+                    events.ids,
+                    events.keys,
+                    events.ts,
+                    events.eids,
+                    events.major,
+                    events.minor,
+                    values,
                 )
                 parts = [(batch.shard, entries)]
             else:
@@ -75,12 +80,6 @@ class TileRouter:
                 inp.groups.append((group, entries))
         for shard, inp in shards.items():
             yield (self.shard_keys[shard], inp)
-
-
-def _ids(keys: list[tuple[Any, ...]]) -> list[str]:
-    """`entity_id` of each key: plain string keys are their own ids, checked for the whole
-    column at once (no cache: with 30k keys a probe of a large dict cost more)."""
-    return layout.plain_entity_ids(keys) or list(map(layout.entity_id, keys))
 
 
 def _by_shard(
@@ -100,7 +99,7 @@ def _by_shard(
             return []
         keys = list(map(keys.__getitem__, rows))
         at = np.array(rows, dtype=np.int64)
-    eids = _ids(keys)
+    eids = layout.entity_ids(keys)
     shard = np.fromiter(map(zlib.crc32, map(str.encode, eids)), np.int64, len(eids))
     shard %= TILE_SHARDS
     if (shard == shard[0]).all():

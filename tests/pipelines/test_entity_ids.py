@@ -10,7 +10,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from features import layout
-from features.model import Column, Source
 from pipelines.decoding import LEDGER_SHARDS, Decoder, shard_of
 from pipelines.plan import PlanSource
 from tests.pipelines.scenario import definitions
@@ -39,13 +38,9 @@ def test_plain_entity_ids_take_every_plain_single_string_column() -> None:
 
 @given(st.lists(st.one_of(TEXT, st.sampled_from(["u1", "u2", "u3"])), min_size=1))
 def test_decoder_shards_equal_shard_of_per_key(values: list[str]) -> None:
-    source = Source(
-        "s", "s", ("k",), "e", "ts", 0,
-        (Column("k", "string"), Column("e", "string"), Column("ts", "timestamp")),
-    )  # fmt: skip
     decoder = Decoder(PlanSource(definitions()))
     keys = [(v,) for v in values]
-    ids, got = decoder._shards_of(source, keys)
+    ids, got = decoder._shards_of(keys)
     assert isinstance(got, np.ndarray)
     assert got.tolist() == [shard_of(key, LEDGER_SHARDS) for key in keys]
     assert ids is None or ids == [layout.entity_id(key) for key in keys]

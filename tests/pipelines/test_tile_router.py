@@ -84,7 +84,7 @@ def _batch(drawn: list[tuple[str, str, str | None, int]], shard: int) -> Accepte
         np.array([e.ts for e in events], dtype=np.int64),
         [e.eid for e in events],
         [e.key for e in events],
-        None,
+        [layout.entity_id(e.key) for e in events],
         [None] * n,
         np.full(n, 7, dtype=np.int64),
         np.arange(n, dtype=np.int64),
