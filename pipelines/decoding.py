@@ -98,7 +98,7 @@ class Decoder:
             return
         order = np.argsort(numbers, kind="stable")  # keeps broker order within a shard
         # One take; each shard's events are then a slice (zero-copy for the table).
-        events = events.take(order.tolist())
+        events = events.take(order)
         payloads = list(map(payloads.__getitem__, order.tolist()))
         start = 0
         for run in np.split(numbers[order], np.flatnonzero(np.diff(numbers[order])) + 1):

@@ -109,9 +109,10 @@ class EventColumns:
     def __len__(self) -> int:
         return len(self.eids)
 
-    def take(self, rows: list[int]) -> EventColumns:
-        """The events at `rows` (ascending positions), in that order."""
-        at = np.array(rows, dtype=np.int64)
+    def take(self, at: Sequence[int] | Array) -> EventColumns:
+        """The events at positions `at`, in that order."""
+        at = np.asarray(at, dtype=np.int64)
+        rows = at.tolist()
         if len(rows) == 1:
             row = rows[0]
             pick: Any = lambda seq: [seq[row]]  # noqa: E731

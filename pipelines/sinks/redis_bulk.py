@@ -64,7 +64,8 @@ def read_replies(conn: Any, count: int) -> list[Any]:
     return replies
 
 
-def _raise_errors(replies: Sequence[Any], what: str) -> None:
+def raise_errors(replies: Sequence[Any], what: str) -> None:
+    """Raise `StorageError` naming the first error among `replies` (hiredis error values)."""
     if not any(map(isinstance, replies, repeat(hiredis.ReplyError))):  # C-level: the usual case
         return
     errors = [str(r) for r in replies if isinstance(r, hiredis.ReplyError)]
@@ -75,7 +76,7 @@ def _raise_errors(replies: Sequence[Any], what: str) -> None:
 def call_raw(client: redis.Redis, *command: Any) -> Any:
     """One command's reply as hiredis parses it (nested lists / maps of bytes)."""
     replies = _round_trip(client, pack_one(command), 1)
-    _raise_errors(replies, f"{command[0]} command(s)")
+    raise_errors(replies, f"{command[0]} command(s)")
     return replies[0]
 
 
@@ -93,5 +94,5 @@ def fetch_packed(
             meanwhile()
         return []
     replies = _round_trip(client, payload, count, meanwhile)
-    _raise_errors(replies, "command(s)")
+    raise_errors(replies, "command(s)")
     return replies

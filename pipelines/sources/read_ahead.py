@@ -16,10 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import hiredis
-
-from features.errors import StorageError
-from pipelines.sinks.redis_bulk import pack_one, read_replies
+from pipelines.sinks.redis_bulk import pack_one, raise_errors, read_replies
 
 if TYPE_CHECKING:
     import redis
@@ -60,12 +57,10 @@ class ReadAhead:
         except BaseException:
             self._drop()
             raise
-        if isinstance(reply, hiredis.ReplyError):
-            if sent != command:
-                return MISSED
-            msg = f"Redis rejected {sent[0]}: {reply}"
-            raise StorageError(msg)
-        return reply if sent == command else MISSED
+        if sent != command:
+            return MISSED
+        raise_errors([reply], f"{sent[0]} command(s)")
+        return reply
 
     def close(self) -> None:
         """Give the connection back; one with a reply still pending is disconnected first."""
