@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache, partial
 from itertools import repeat
 from operator import setitem
 from typing import Any, NamedTuple, cast
@@ -172,7 +173,7 @@ class SourceValidator:
         keys = list(zip(*(raw[k] for k in self._key), strict=True))
         eids = raw[self._eid]
         if not reasons:
-            finish = self._finisher(objs, arrays, raw)
+            finish = cache(partial(self._finish, objs, arrays, raw))
             return Validated(rejected, index, eids, keys, objs, extras, cids, arrays, finish)
         for row in sorted(reasons):
             texts = [text for _, _, text in sorted(reasons[row])]
@@ -194,7 +195,7 @@ class SourceValidator:
             None if extras is None else pick(extras),
             pick(cids),
             arrays,
-            self._finisher(rows, arrays, [pick(values) for values in raw]),
+            cache(partial(self._finish, rows, arrays, [pick(values) for values in raw])),
         )
 
     def _check_column(
@@ -281,23 +282,11 @@ class SourceValidator:
             extras.append(extra)
         return extras
 
-    def _finisher(
-        self, rows: list[dict[str, Any]], arrays: list[pa.Array], raw: list[list[Any]]
-    ) -> Callable[[], list[int]]:
-        """What finishes the rows on first call (`_finish`) and gives the event times."""
-        done: list[list[int]] = []
-
-        def finish() -> list[int]:
-            if not done:
-                done.append(self._finish(rows, arrays, raw))
-            return done[0]
-
-        return finish
-
     def _finish(
         self, rows: list[dict[str, Any]], arrays: list[pa.Array], raw: list[list[Any]]
     ) -> list[int]:
-        """Turn each event's own dict into its row in place; returns the event times.
+        """Turn each event's own dict into its row in place; returns the event times (run
+        once, on the first read of `Validated.events`).
 
         Only what differs is written: timestamps (as µs) and floats given as ints (or NaN).
         """
