@@ -12,8 +12,6 @@ no entity holds a tile past its newest, events past it make their tiles without 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import compress, repeat
-from operator import is_
 from typing import Any
 
 import numpy as np
@@ -73,9 +71,10 @@ class TileSlots:
     def rows(self, ents: Array, starts: Array) -> Array:
         """The row of each (entity, tile start); tiles not seen yet get empty rows.
 
-        Rows are handed out as `_lookup` alone would. An entity holds no tile past its
-        remembered one (its newest), so events in that tile take its row and events past it
-        make tiles, both without a lookup; only the rare events before it are looked up."""
+        Rows are handed out as a lookup of every event in the buckets would. An entity holds
+        no tile past its remembered one (its newest), so events in that tile take its row and
+        events past it make tiles, both without a lookup; only the rare events before it are
+        looked up."""
         if not len(ents):
             return np.empty(0, dtype=np.int64)
         self._room(ents)
@@ -104,7 +103,8 @@ class TileSlots:
 
     def _make(self, ents: Array, starts: Array) -> Array:
         """New rows for tiles not held (each (entity, start) once however often it comes),
-        handed out as `_lookup` does: by start, then by the first event of each tile."""
+        handed out as a lookup of every event would: by start, then by the first event of
+        each tile."""
         order = np.argsort(starts, kind="stable")
         ordered, owners = starts[order], ents[order]
         group = np.zeros(len(order), dtype=np.int64)
@@ -154,42 +154,6 @@ class TileSlots:
             size = max(top, 2 * len(self.last_start), 1024)
             self.last_start = grown(self.last_start, size, NO_TILE)
             self.last_row = grown(self.last_row, size, 0)
-
-    def _lookup(self, ents: Array, starts: Array) -> Array:
-        """`rows` through the buckets; remembers each entity's newest tile met."""
-        out = np.empty(len(ents), dtype=np.int64)
-        order = np.argsort(starts, kind="stable")
-        ordered = starts[order]
-        edges = np.flatnonzero(np.diff(ordered)) + 1
-        # Ascending starts: an entity's newest tile here is remembered last.
-        for at in np.split(order, edges) if len(order) else ():
-            start = int(starts[at[0]])
-            bucket = self.buckets.get(start)
-            if bucket is None:
-                bucket = self.buckets[start] = {}
-            listed = ents[at].tolist()
-            found: Sequence[Any] = list(map(bucket.get, listed))
-            if None in found:
-                unseen = (
-                    listed
-                    if found.count(None) == len(listed)
-                    else list(compress(listed, map(is_, found, repeat(None))))
-                )
-                new = list(dict.fromkeys(unseen))
-                taken = self._take(len(new), start)
-                bucket.update(zip(new, taken, strict=True))
-                # Each event a new, distinct tile (the usual case): rows in the events' order.
-                if len(new) < len(listed):
-                    taken = list(map(bucket.__getitem__, listed))
-                found = taken
-            out[at] = found
-            owners = ents[at]
-            newer = self.last_start[owners] < start
-            if newer.any():
-                # An entity's events in one tile share its row: repeats write the same.
-                self.last_start[owners[newer]] = start
-                self.last_row[owners[newer]] = out[at[newer]]
-        return out
 
     def _take(self, count: int, start: int) -> Sequence[int]:
         """`count` empty rows for tiles starting at `start` (freed rows first; a `range`
