@@ -2,8 +2,9 @@
 
 The tile step used to wait for each batch's round trip, so every event paid for Redis's
 own work on top of ours. `TileConnection.send` returns at once: the connection's sender
-thread hands the bytes to the socket (a flush's few MB fill the socket's buffer, and
-`sendall` then waits for Redis to read them, which no longer holds up the step); the
+thread hands the buffers to the socket unjoined (`_send_all`: a flush's few MB fill the
+socket's buffer, and the writes then wait for Redis to read them, which no longer holds up
+the step); the
 replies are collected later, when the step next talks to Redis. Every write the step
 sends has a one-line reply (an integer or an error), so collecting them is counting
 newlines in C, not parsing replies in Python.

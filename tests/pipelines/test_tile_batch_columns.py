@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features.schema import Event
-from pipelines.records import Entries, TileInput
+from pipelines.records import TileInput
 from pipelines.tile_batches import Batch, batch_of, objects
+from tests.pipelines.tile_entries import entries_of
 
 COLUMNS = ["a", "b", "c"]
 LEAVES = st.one_of(st.none(), st.integers(-5, 5), st.floats(allow_nan=False), st.text(max_size=3))
@@ -70,7 +71,7 @@ def test_batch_of_gives_the_columns_built_event_by_event(
 ) -> None:
     parts = []
     for part, shard, found in raw:
-        entries = Entries.of(
+        entries = entries_of(
             (
                 (eid, (eid,), Event(i, ts, f"e{i}", (eid,), row, {}, None), position)
                 for i, (eid, ts, row, position) in enumerate(found)

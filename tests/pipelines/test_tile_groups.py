@@ -18,9 +18,10 @@ from features.durations import now_us
 from features.model import Column, Definitions, Entity, Feature, FeatureView, Source
 from features.schema import Event
 from pipelines.plan import PlanSource
-from pipelines.records import Entries, TileInput
+from pipelines.records import TileInput
 from pipelines.tile_batches import Batch, Changes, batch_of
 from pipelines.view_tiles import ViewTiles
+from tests.pipelines.tile_entries import entries_of
 
 M, H, D = 60_000_000, 3_600_000_000, 86_400_000_000
 NOW = (now_us() // H) * H
@@ -98,7 +99,7 @@ def _batch(drawn: list[tuple[str, str, int, Any, Any]]) -> Batch:
         row = {"id": f"e{i}", "user_id": eid, "x": x, "s": s, "ts": NOW + dt}
         event = Event(i, NOW + dt, f"e{i}", (eid,), row, {}, None)
         entry = (eid, (eid,), event, (counts[stream], i % 2))
-        entries = Entries.of([entry])
+        entries = entries_of([entry])
         inputs.append((TileInput(0, stream, [(("v", "w"), entries)]), entries))
     return batch_of(inputs, ["s", "x"])
 

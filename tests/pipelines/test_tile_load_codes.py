@@ -19,12 +19,13 @@ from features.errors import StorageError
 from features.tiles import ViewTiler
 from pipelines import tiling
 from pipelines.plan import PlanSource
-from pipelines.records import Entries, TileInput
+from pipelines.records import TileInput
 from pipelines.tile_batches import Batch
 from pipelines.tiling import TileEngine, TileShard
 from pipelines.view_tiles import ViewTiles
 from tests.pipelines.scenario import M, S
 from tests.pipelines.test_tile_shard import PROJECT, HeldBack, _definitions, _event
+from tests.pipelines.tile_entries import entries_of
 
 IDS = [f"u{i}" for i in range(10)]
 STEPS = st.lists(
@@ -72,7 +73,7 @@ def test_loaded_entities_keep_the_codes_their_batch_gave_them(
         ]
         i += len(entries)
         if entries:
-            shard.on_batch([TileInput(0, "p0#0", [(("v",), Entries.of(entries))])])
+            shard.on_batch([TileInput(0, "p0#0", [(("v",), entries_of(entries))])])
         engine.flush()
         _check(engine.views["v"])
     shard.snapshot()
@@ -104,7 +105,7 @@ def test_entities_whose_read_fails_leave_the_cache_as_it_was(
         ]
         view = engine.views.get("v")
         before = dict(view.index) if view is not None else {}
-        shard.on_batch([TileInput(0, "p0#0", [(("v",), Entries.of(entries))])])
+        shard.on_batch([TileInput(0, "p0#0", [(("v",), entries_of(entries))])])
         if i % 2 == 0 and set(users) - set(before):  # some entity to read: the read fails
             with monkeypatch.context() as patch:
                 patch.setattr(tiling, "fetch_packed", failing)
@@ -112,7 +113,7 @@ def test_entities_whose_read_fails_leave_the_cache_as_it_was(
                     engine.flush()
             assert engine.views["v"].index == before
             _check(engine.views["v"])
-            failed = TileInput(0, "p0#0", [(("v",), Entries.of(entries))])
+            failed = TileInput(0, "p0#0", [(("v",), entries_of(entries))])
             engine.queue = [failed]  # the failed inputs
         engine.flush()
         _check(engine.views["v"])

@@ -15,13 +15,14 @@ from features.durations import now_us
 from features.tiles import ViewTiler
 from pipelines.entity_codes import EntityCodes
 from pipelines.plan import PlanSource
-from pipelines.records import Entries, TileInput
+from pipelines.records import TileInput
 from pipelines.tile_batches import Batch, ends_of_groups
 from pipelines.tiling import TileEngine, TileShard
 from pipelines.view_tiles import ViewTiles
 from tests.pipelines.scenario import M, S
 from tests.pipelines.test_tile_groups import PLAN, SOURCE
 from tests.pipelines.test_tile_shard import PROJECT, HeldBack, _definitions, _event
+from tests.pipelines.tile_entries import entries_of
 
 _VALUES = st.lists(st.integers(0, 40), max_size=300) | st.lists(
     st.integers(0, 2**62 - 1), max_size=20
@@ -112,7 +113,7 @@ def test_an_engine_whose_codes_start_afresh_every_flush_writes_every_event(
         batch = [users[i % 3], users[i % 2]]
         entries = [(u, (u,), _event(2 * i + j, u, now - 30 * M + i * S), (1, 2 * i + j))
                    for j, u in enumerate(batch)]  # fmt: skip
-        shard.on_batch([TileInput(0, "p0#0", [(("v",), Entries.of(entries))])])
+        shard.on_batch([TileInput(0, "p0#0", [(("v",), entries_of(entries))])])
         shard.on_notify()
     shard.snapshot()
     assert (engine.codes.generation > 0) == (slack == 0)

@@ -21,10 +21,11 @@ from features.model import Column, Definitions, Entity, FeatureView, Source
 from features.schema import Event
 from features.tiles import ViewTiler
 from pipelines.plan import PlanSource
-from pipelines.records import Entries, TileInput
+from pipelines.records import TileInput
 from pipelines.sinks.redis_writer import TileConnection
 from pipelines.tiling import TileEngine, TileShard
 from tests.pipelines.scenario import H, M, S, feature
+from tests.pipelines.tile_entries import entries_of
 
 PROJECT = "ord"
 
@@ -75,7 +76,7 @@ def _event(i: int, user: str, ts: int) -> Event:
 
 def _input(stream: str, rows: list[tuple[str, tuple[str], Event, tuple[int, int]]]) -> TileInput:
     """Tile shard 0's input from `stream`: `rows` of (entity id, values, event, position)."""
-    return TileInput(0, stream, [(("v",), Entries.of(rows))])
+    return TileInput(0, stream, [(("v",), entries_of(rows))])
 
 
 def test_an_evicted_entity_is_read_back_only_after_its_writes_landed(

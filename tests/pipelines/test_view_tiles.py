@@ -28,7 +28,7 @@ from features.model import Column, Definitions, Entity, Feature, FeatureView, So
 from features.schema import Event
 from features.tiles import EntityTiles, ViewTiler
 from pipelines.plan import PlanSource
-from pipelines.records import Entries, Position, TileInput
+from pipelines.records import Position, TileInput
 from pipelines.sinks.redis_writer import TileConnection
 from pipelines.tile_router import shard_of_entity
 from pipelines.tiling import SWEEP_US, TileEngine, TileShard
@@ -43,6 +43,7 @@ from tests.features.strategies import (
     times,
 )
 from tests.pipelines.scenario import H, S
+from tests.pipelines.tile_entries import entries_of
 
 PROJECT = "vt"
 # Drawn times are near 0; events and clocks are moved here, since a key expires `ttl` after
@@ -264,7 +265,7 @@ class Harness:
 
     def deliver(self, indices: list[int]) -> None:
         sent = [self.case.sent[i] for i in indices]
-        entries = Entries.of((s.entity, (s.entity,), s.event, s.position) for s in sent)
+        entries = entries_of((s.entity, (s.entity,), s.event, s.position) for s in sent)
         shard = shard_of_entity(sent[0].entity)
         inp = TileInput(shard, sent[0].stream, [(self.names, entries)])
         self.shards[shard].on_batch([inp])
@@ -472,7 +473,7 @@ def test_a_sweep_keeps_what_its_flush_wrote(redis_client: redis.Redis) -> None:
     shard = TileShard(engine, None, cache_limit=100)
     row = {"id": "e0", "user_id": "u7", "x": None, "s": None, "ts": SHIFT}
     entries = [("u7", ("u7",), Event(0, SHIFT, "e0", ("u7",), row, {}, None), (1, 0))]
-    shard.on_batch([TileInput(shard_of_entity("u7"), "p0#0", [(("v1",), Entries.of(entries))])])
+    shard.on_batch([TileInput(shard_of_entity("u7"), "p0#0", [(("v1",), entries_of(entries))])])
     clock[0] = SHIFT + SWEEP_US  # the first sweep is due; the event is older than now - ttl
     shard.snapshot()
     key = layout.view_key(PROJECT, "v1", "u7")
