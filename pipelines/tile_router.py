@@ -51,12 +51,14 @@ class TileRouter:
             columns.setdefault(route.join_keys, {}).update(dict.fromkeys(route.tiler.columns))
         shards: dict[int, TileInput] = {}
         events = batch.events
+        # Each column any view reads is converted once, whichever groups read it.
+        converted = values_of(events.table, dict.fromkeys(c for cs in columns.values() for c in cs))
         # Positions only grow within one origin partition *and* one ledger shard (shards
         # reach this step interleaved), so that pair names the replay guard's stream.
         stream = f"{batch.part}#{batch.shard}"
         for join_keys, names in by_keys.items():
             group = tuple(names)
-            values = values_of(events.table, columns[join_keys])
+            values = {c: converted[c] for c in columns[join_keys]}
             if join_keys == source_plan.source.key:
                 # The entity is the source key: its tile shard is its ledger shard (the
                 # same crc32 of the same entity id, over as many shards), and its key values
