@@ -153,7 +153,8 @@ class ViewTiles:
         if not len(missed):
             return []
         firsts = ends_of_groups(self.codes.of_batch(batch)[missed], last=False)
-        return missed[np.sort(firsts)].tolist()
+        at: list[int] = missed[np.sort(firsts)].tolist()
+        return at
 
     def _entities(self, batch: Batch) -> Array:
         """The numbers of the batch's entities, all cached (`KeyError` otherwise)."""
