@@ -4,10 +4,10 @@ The tile step used to wait for each batch's round trip, so every event paid for 
 own work on top of ours. `TileConnection.send` returns at once: the connection's sender
 thread hands the buffers to the socket unjoined (`_send_all`: a flush's few MB fill the
 socket's buffer, and the writes then wait for Redis to read them, which no longer holds up
-the step); the
-replies are collected later, when the step next talks to Redis. Every write the step
-sends has a one-line reply (an integer or an error), so collecting them is counting
-newlines in C, not parsing replies in Python.
+the step); the replies are collected later: `send` counts those already received once
+many are outstanding, and waits for all of them only at a barrier (`drain`). Every write
+the step sends has a one-line reply (an integer or an error), so collecting them is
+counting newlines in C, not parsing replies in Python.
 
 One connection per tiles engine (one engine per worker thread) keeps each worker's writes
 in order without locks.
@@ -18,6 +18,7 @@ before it re-reads an entity it had dropped from its cache, so no read is stale.
 
 from __future__ import annotations
 
+import select
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,7 +31,8 @@ if TYPE_CHECKING:
 
 RECV = 1 << 20
 IOV_MAX = 512  # buffers per `sendmsg` call (Linux allows 1024)
-MAX_UNREAD = 200_000  # replies outstanding before `send` collects them first
+MAX_UNREAD = 200_000  # replies outstanding before `send` counts those already received
+MAX_UNREAD_WAIT = 2_000_000  # replies outstanding before `send` waits for all of them
 MAX_SENDS = 4  # payloads queued for the sender thread before `send` waits for one
 
 
@@ -56,8 +58,10 @@ class TileConnection:
         """Send `count` commands whose replies are one line each; wait for neither."""
         if not count:
             return
-        if self._unread > MAX_UNREAD:
+        if self._unread > MAX_UNREAD_WAIT:
             self.drain()
+        elif self._unread > MAX_UNREAD:
+            self._count_received()
         self._settle(every=len(self._sending) >= MAX_SENDS)
         try:
             sock = self._sock()
@@ -97,21 +101,41 @@ class TileConnection:
             raise StorageError(msg)
         return data
 
+    def _count_received(self) -> None:
+        """Count the replies Redis has already sent, without waiting for the rest: a wait
+        here would idle the step until Redis caught up with the flush still in flight."""
+        try:
+            sock = self._sock()
+            ready = select.poll()  # not `select.select`: it fails on descriptors past 1023
+            ready.register(sock, select.POLLIN)
+            while self._unread and ready.poll(0):
+                self._count_lines(self._buffer + self._recv(sock))
+        except BaseException:
+            self._broken()
+            raise
+
     def _count_replies(self) -> None:
         """Consume `_unread` one-line replies; the buffer always starts at a reply."""
         while self._unread:
             data = self._buffer or self._recv(self._sock())
-            parts = data.split(b"\n", self._unread)
-            rest = parts[-1]  # past the last newline counted: a partial or a later reply
-            lines = len(parts) - 1
-            if not lines:
+            if not self._count_lines(data):
                 self._buffer = data + self._recv(self._sock())
-                continue
-            used = data[: len(data) - len(rest)]
-            if used[:1] == b"-" or b"\n-" in used:
-                self._note_errors(used)
-            self._unread -= lines
-            self._buffer = rest
+
+    def _count_lines(self, data: bytes) -> int:
+        """Count the whole replies in `data` (at most `_unread`), note any errors, and keep
+        the rest (part of a reply) in the buffer; returns how many were counted."""
+        parts = data.split(b"\n", self._unread)
+        rest = parts[-1]  # past the last newline counted: a partial or a later reply
+        lines = len(parts) - 1
+        if not lines:
+            self._buffer = data
+            return 0
+        used = data[: len(data) - len(rest)]
+        if used[:1] == b"-" or b"\n-" in used:
+            self._note_errors(used)
+        self._unread -= lines
+        self._buffer = rest
+        return lines
 
     def _note_errors(self, data: bytes) -> None:
         for line in data.split(b"\n"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import hiredis
 import numpy as np
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from features import layout
 from features.errors import StorageError
 from features.json_columns import concat, grouped
+from pipelines.sinks import redis_writer
 from pipelines.sinks import tile_commands as cmd
 from pipelines.sinks.redis_tiles import bulk, meta_head
 from pipelines.sinks.redis_writer import TileConnection, _send_all
@@ -155,3 +157,82 @@ def test_scatter_sends_write_every_buffer_in_order(
         out.close()
         into.close()
     assert bytes(got) == want
+
+
+class _SilentServer:
+    """A TCP peer that accepts one connection and answers only what the test tells it to."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.peer: socket.socket | None = None
+        self._accepted = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        self.peer, _ = self.listener.accept()
+        self._accepted.set()
+
+    def reply(self, data: bytes) -> None:
+        assert self._accepted.wait(5)
+        assert self.peer is not None
+        self.peer.sendall(data)
+
+    def close(self) -> None:
+        if self.peer is not None:
+            self.peer.close()
+        self.listener.close()
+
+
+def test_send_past_the_unread_limit_counts_what_arrived_and_never_waits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past `MAX_UNREAD`, `send` counts the replies already received (a partial one kept
+    for later) and goes on: it must not wait for a Redis that is still busy."""
+    monkeypatch.setattr(redis_writer, "MAX_UNREAD", 0)
+    server = _SilentServer()
+    # No handshake on connect: the server answers nothing it is not told to.
+    client = redis.Redis(port=server.port, protocol=2, lib_name=None, lib_version=None)
+    conn = TileConnection(client)
+    try:
+        conn.send([b"x"], 3)
+        conn._settle(every=True)
+        server.reply(b":1\r\n-ERR no\r\n:")  # two replies and a part of the third
+        deadline = time.monotonic() + 5
+        while conn._unread > 1 and time.monotonic() < deadline:
+            conn._count_received()
+        assert conn._unread == 1 and conn._buffer == b":"
+        done = threading.Event()
+
+        def more() -> None:
+            conn.send([b"y"], 2)  # Redis has not answered the third: this must not wait
+            done.set()
+
+        threading.Thread(target=more, daemon=True).start()
+        assert done.wait(5), "send waited for replies Redis had not sent"
+        assert conn._unread == 3
+        server.reply(b"1\r\n:1\r\n:1\r\n")
+        with pytest.raises(StorageError, match=r"rejected 1 tile write.*ERR no"):
+            conn.drain()
+        assert conn._unread == 0 and conn._buffer == b""
+    finally:
+        server.close()
+
+
+def test_counted_replies_and_drained_ones_add_up_against_redis(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many sends past a tiny unread limit: every reply is counted once, in order, and the
+    one rejected write is still raised by the next drain."""
+    monkeypatch.setattr(redis_writer, "MAX_UNREAD", 50)
+    redis_client.set("plain", "x")
+    conn = TileConnection(redis_client)
+    for batch in range(40):
+        commands: list[tuple[object, ...]] = [("HSET", f"k{i}", "b", batch) for i in range(300)]
+        if batch == 17:
+            commands.append(("HSET", "plain", "a", 1))  # WRONGTYPE
+        conn.send(_packed(commands), len(commands))
+    with pytest.raises(StorageError, match=r"rejected 1 tile write.*WRONGTYPE"):
+        conn.drain()
+    assert conn._unread == 0 and conn._buffer == b""
+    assert redis_client.hget("k299", "b") == b"39"
