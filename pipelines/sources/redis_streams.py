@@ -17,6 +17,8 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from features import layout
@@ -50,13 +52,17 @@ def _columns(entries: list[Any]) -> tuple[Array, Array, Array, list[bytes]]:
     column by column: the positions come from one split of all ids; the payload is the
     `d` field."""
     n = len(entries)
-    ids = list(map(itemgetter(0), entries))
-    parts = b"-".join(ids).split(b"-")
-    major = np.fromiter(map(int, parts[0::2]), np.int64, n)
-    minor = np.fromiter(map(int, parts[1::2]), np.int64, n)
+    ids = pa.array(list(map(itemgetter(0), entries)), pa.binary()).cast(pa.string())
+    # `<ms>-<seq>` split and parsed by Arrow (strict: anything else raises).
+    parts = pc.split_pattern(ids, "-", max_splits=1).flatten().cast(pa.int64()).to_numpy()
+    if len(parts) != 2 * n:
+        msg = f"stream entry ids are not all <ms>-<seq>: {entries[0][0]!r}…"
+        raise ValueError(msg)
+    major, minor = parts[0::2].copy(), parts[1::2].copy()
     ingested = major * 1000
     fields = list(map(itemgetter(1), entries))
-    if set(map(len, fields)) == {2} and set(map(itemgetter(0), fields)) == {b"d"}:
+    # Redis keeps at least one field-value pair per entry: lengths adding up to 2n are all 2.
+    if sum(map(len, fields)) == 2 * n and set(map(itemgetter(0), fields)) == {b"d"}:
         payloads = list(map(itemgetter(1), fields))  # the producers' only field
     else:
         payloads = [_field(f, b"d") for f in fields]
