@@ -53,6 +53,28 @@ def _ranks(eids: Array) -> Array:
     return np.unique(eids, return_inverse=True)[1].reshape(-1)
 
 
+def _by_row_time(rows: Array, ts: Array, latest: bool) -> Array:
+    """`np.lexsort((arrived, ts, rows))` (`arrived`: arrival order, reversed if `latest`) by
+    one plain sort of the three packed in an int64 when they fit: several times faster.
+
+    >>> _by_row_time(np.array([1, 0, 1, 1]), np.array([5, 9, 5, 2]), latest=True).tolist()
+    [1, 3, 2, 0]
+    """
+    n = len(rows)
+    arrival = np.arange(n)
+    low = int(ts.min())
+    time_bits = (int(ts.max()) - low).bit_length()
+    at_bits = n.bit_length()
+    if int(rows.min()) < 0 or int(rows.max()).bit_length() + time_bits + at_bits > 62:
+        return np.lexsort((-arrival if latest else arrival, ts, rows))
+    key = rows.astype(np.int64) << (time_bits + at_bits)
+    key |= (ts - np.int64(low)) << at_bits
+    key |= n - 1 - arrival if latest else arrival
+    key.sort()
+    key &= (1 << at_bits) - 1
+    return n - 1 - key if latest else key
+
+
 class CountColumns:
     """One feature's state columns. `n` counts the values folded: a state exists iff n > 0."""
 
@@ -199,7 +221,7 @@ class OrderedColumns(CountColumns):
         # Per row, the winner among the batch: the latest (earliest) (ts, eid); of equal
         # keys the first to arrive, as `update` keeps its state on a tie.
         arrived = -arrival if self.latest else arrival
-        order = np.lexsort((arrived, ts, rows))
+        order = _by_row_time(rows, ts, self.latest)
         sorted_rows, sorted_ts = rows[order], ts[order]
         if ((sorted_rows[1:] == sorted_rows[:-1]) & (sorted_ts[1:] == sorted_ts[:-1])).any():
             # Equal (row, ts) pairs: only then do event ids decide (ranking them sorts text).

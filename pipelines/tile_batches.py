@@ -162,6 +162,29 @@ def ends_of_groups(values: Array, last: bool) -> Array:
     return key[edge] & ((1 << bits) - 1)
 
 
+def stable_order(values: Array) -> Array:
+    """`np.argsort(values, kind="stable")` of ints: one plain sort of
+    `(value - lowest) << bits | position`, several times faster, the positions of equal
+    values in order (a stable argsort when the values span too much for that).
+
+    >>> stable_order(np.array([3, -1, 3, 0])).tolist()
+    [1, 3, 0, 2]
+    """
+    n = len(values)
+    bits = max(n.bit_length(), 1)
+    if not n:
+        return np.argsort(values, kind="stable")
+    lowest = int(values.min())
+    if int(values.max()) - lowest >= 1 << (62 - bits):
+        return np.argsort(values, kind="stable")
+    key = values - np.int64(lowest)
+    key <<= bits
+    key |= np.arange(n)
+    key.sort()
+    key &= (1 << bits) - 1
+    return key
+
+
 def first_positions(names: Sequence[str], positions: Sequence[int]) -> list[int]:
     """Of each distinct name, the position (of `positions`, paired in order) of its first
     occurrence, ascending: a reversed pass leaves each name with its first.

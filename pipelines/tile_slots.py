@@ -3,7 +3,9 @@
 `features.tile_columns.TileColumns` holds the states, one row per tile; this module gives
 each tile its row. Tiles are aligned, so a batch touches only a few tile starts: rows are
 found per start (`bucket`, entity number → row) with one C-level dict lookup per event,
-and a whole start is dropped at once when no window reads it any more. Each entity's
+and a whole start is dropped at once when no window reads it any more. A bucket is read
+only by rare paths, so the tiles made go into it lazily: kept as arrays per start
+(`_made`), put into its dict when the start is next read (`_bucket`), if ever. Each entity's
 newest tile seen is also remembered in arrays (`last_start`, `last_row`): an event in that
 tile, the usual case for the coarser sizes, gets its row with numpy, without a lookup; as
 no entity holds a tile past its newest, events past it make their tiles without one too.
@@ -19,7 +21,7 @@ import numpy as np
 from features.column_states import grown
 from features.tile_columns import TileColumns
 from features.tiles import CompiledFeature
-from pipelines.tile_batches import ends_of_groups
+from pipelines.tile_batches import ends_of_groups, stable_order
 
 Array = np.ndarray[Any, Any]
 # Positions taken, then their starts, times, ids, values and presence (`TileSlots.taken`).
@@ -33,7 +35,10 @@ class TileSlots:
     def __init__(self, g: int, features: Sequence[CompiledFeature], dtypes: Mapping[str, str]):
         self.g = g
         self.columns = TileColumns(features, dtypes)
-        self.buckets: dict[int, dict[int, int]] = {}  # tile start → entity → row
+        self._buckets: dict[int, dict[int, int]] = {}  # tile start → entity → row
+        # Tiles made but not yet in their start's dict: start → (entities, rows) chunks,
+        # in the order made (`_bucket` puts them in, in that order).
+        self._made: dict[int, list[tuple[Array, Array]]] = {}
         self.free: list[int] = []
         self.used = 0  # rows ever handed out (the free ones included)
         self.start_of = np.zeros(0, dtype=np.int64)  # row → its tile start
@@ -41,6 +46,23 @@ class TileSlots:
         # its newest seen; NO_TILE: none remembered.
         self.last_start = np.zeros(0, dtype=np.int64)
         self.last_row = np.zeros(0, dtype=np.int64)
+        self._scratch = np.zeros(0, dtype=np.int64)  # per entity number: `_distinct`'s
+
+    @property
+    def buckets(self) -> dict[int, dict[int, int]]:
+        """Tile start → entity → row, every tile made put in (for rare paths and tests)."""
+        for start in list(self._made):
+            self._bucket(start)
+        return self._buckets
+
+    def _bucket(self, start: int) -> dict[int, int]:
+        """The dict of one start (made empty if none), the tiles made since put in."""
+        bucket = self._buckets.setdefault(start, {})
+        chunks = self._made.pop(start, None)
+        if chunks:
+            for ents, rows in chunks:
+                bucket.update(zip(ents.tolist(), rows.tolist(), strict=True))
+        return bucket
 
     def taken(
         self,
@@ -96,22 +118,25 @@ class TileSlots:
 
     def _find(self, ents: Array, starts: Array) -> Array:
         """The rows of tiles held, -1 where (entity, start) holds none."""
+        listed = starts.tolist()
+        for start in set(listed) & self._made.keys():
+            self._bucket(start)
         out = np.empty(len(ents), dtype=np.int64)
-        for i, (ent, start) in enumerate(zip(ents.tolist(), starts.tolist(), strict=True)):
-            out[i] = self.buckets.get(start, {}).get(ent, -1)
+        for i, (ent, start) in enumerate(zip(ents.tolist(), listed, strict=True)):
+            out[i] = self._buckets.get(start, {}).get(ent, -1)
         return out
 
     def _make(self, ents: Array, starts: Array) -> Array:
         """New rows for tiles not held (each (entity, start) once however often it comes),
         handed out as a lookup of every event would: by start, then by the first event of
         each tile."""
-        order = np.argsort(starts, kind="stable")
+        order = stable_order(starts)
         ordered, owners = starts[order], ents[order]
         group = np.zeros(len(order), dtype=np.int64)
         group[1:] = np.cumsum(ordered[1:] != ordered[:-1])
         n = len(order)
         key = group * (int(ents.max()) + 1) + owners  # one per tile
-        by_key = np.argsort(key, kind="stable")  # each tile's events together, first first
+        by_key = stable_order(key)  # each tile's events together, first first
         keys = key[by_key]
         head = np.ones(n, dtype=bool)
         head[1:] = keys[1:] != keys[:-1]
@@ -135,17 +160,29 @@ class TileSlots:
                 made[edge : edge + count] = (
                     np.arange(rows.start, rows.stop) if isinstance(rows, range) else rows
                 )
-                self.buckets.setdefault(start, {}).update(zip(mine.tolist(), rows, strict=True))
+                self._buckets.setdefault(start, {})  # its dict, for `_made` to go into
+                self._made.setdefault(start, []).append((mine, made[edge : edge + count]))
                 edge += count
         # Each entity's newest tile: its last made past the one remembered.
         tile_ents, tile_starts = owners[hand], ordered[hand]
         newer = np.flatnonzero(tile_starts > self.last_start[tile_ents])
-        last = newer[ends_of_groups(tile_ents[newer], last=True)]
+        last = (
+            newer
+            if self._distinct(tile_ents[newer])
+            else newer[ends_of_groups(tile_ents[newer], last=True)]
+        )
         self.last_start[tile_ents[last]] = tile_starts[last]
         self.last_row[tile_ents[last]] = made[last]
         out = np.empty(n, dtype=np.int64)
         out[order] = made if tile_of is None else made[tile_of]
         return out
+
+    def _distinct(self, ents: Array) -> bool:
+        """Whether no entity number repeats in `ents`: each writes its position to a scratch
+        slot of its own; a repeat leaves some position unread, whichever write lands last."""
+        at = np.arange(len(ents))
+        self._scratch[ents] = at
+        return bool((self._scratch[ents] == at).all())
 
     def _room(self, ents: Array) -> None:
         """Make room to remember a tile of each of `ents` (entity numbers)."""
@@ -154,6 +191,7 @@ class TileSlots:
             size = max(top, 2 * len(self.last_start), 1024)
             self.last_start = grown(self.last_start, size, NO_TILE)
             self.last_row = grown(self.last_row, size, 0)
+            self._scratch = np.zeros(size, dtype=np.int64)
 
     def _take(self, count: int, start: int) -> Sequence[int]:
         """`count` empty rows for tiles starting at `start` (freed rows first; a `range`
@@ -181,10 +219,14 @@ class TileSlots:
     def drop_before(self, cutoff: int) -> list[tuple[int, list[int]]]:
         """Drop every tile starting before `cutoff`; returns `(start, entities)` dropped."""
         dropped = []
-        for start in [s for s in self.buckets if s < cutoff]:
-            bucket = self.buckets.pop(start)
-            self._release(list(bucket.values()))
-            dropped.append((start, list(bucket)))
+        for start in [s for s in self._buckets if s < cutoff]:
+            bucket = self._buckets.pop(start)
+            ents, rows = list(bucket), list(bucket.values())
+            for made_ents, made_rows in self._made.pop(start, ()):  # no need for the dict
+                ents += made_ents.tolist()
+                rows += made_rows.tolist()
+            self._release(rows)
+            dropped.append((start, ents))
         if dropped:
             self.last_start[self.last_start < cutoff] = NO_TILE
         return dropped
@@ -195,8 +237,9 @@ class TileSlots:
         known = [e for e in gone if e < len(self.last_start)]
         self.last_start[np.array(known, dtype=np.int64)] = NO_TILE
         freed: list[int] = []
-        for start in list(self.buckets):
-            bucket = self.buckets[start]
+        buckets = self.buckets
+        for start in list(buckets):
+            bucket = buckets[start]
             if len(gone) < len(bucket):
                 hits = [e for e in gone if e in bucket]
             else:
@@ -204,7 +247,7 @@ class TileSlots:
             for ent in hits:
                 freed.append(bucket.pop(ent))
             if not bucket:
-                del self.buckets[start]
+                del buckets[start]
         self._release(freed)
 
     def tiles_of(self, ent: int) -> dict[int, int]:
