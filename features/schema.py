@@ -16,15 +16,14 @@ checked again. Each reason names the column, the rule and the offending value.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache, partial
 from itertools import repeat
-from operator import setitem
+from operator import itemgetter, setitem
 from typing import Any, NamedTuple, cast
 
 import numpy as np
-import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -33,6 +32,7 @@ from pandera.pandas import Check
 from features.check_runs import failing_rows, is_bound, within_bounds
 from features.coercion import coerce_column, shown
 from features.model import Column, Source
+from features.payloads import Rejected, json_objects, parse_each
 from features.source_schema import ColumnCheck, column_checks, pandera_schema, to_series
 
 __all__ = [
@@ -87,6 +87,9 @@ class Validated:
     correlation_ids: list[str | None]
     columns: list[pa.Array]
     finish: Callable[[], list[int]] = field(repr=False, compare=False, default=list)
+    # The correlation ids as an Arrow string array when the validator built one (JSON
+    # batches, where the conversion also checks their type); None: not built.
+    correlation_array: pa.Array | None = None
 
     @property
     def events(self) -> list[Event]:
@@ -96,16 +99,6 @@ class Validated:
         return _events(
             self.index, ts, self.eids, self.keys, self.rows, extras, self.correlation_ids
         )
-
-
-@dataclass(slots=True)
-class Rejected:
-    """One event that failed validation, with every reason (for the dead-letter stream)."""
-
-    index: int
-    payload: Any
-    reasons: list[str]
-    correlation_id: str | None
 
 
 class _ColumnState:
@@ -137,6 +130,10 @@ class SourceValidator:
         self._names = tuple(c.name for c in source.schema)
         self._known = frozenset(self._names)
         self._pop_correlation = CORRELATION_FIELD not in self._known
+        fields = self._names + (CORRELATION_FIELD,) * self._pop_correlation
+        self._cid = fields.index(CORRELATION_FIELD)  # where `_fields` puts the correlation id
+        # Every field of an event at once (a tuple), when the event has them all.
+        self._fields = itemgetter(*fields) if len(fields) > 1 else None
         position = {name: i for i, name in enumerate(self._names)}
         self._ts = position[source.timestamp]
         self._eid = position[source.event_id]
@@ -149,40 +146,50 @@ class SourceValidator:
 
     def validate_batch(self, payloads: Sequence[Any]) -> Validated:
         """`validate`, also giving the accepted events' typed columns (built anyway)."""
-        objs, index, rejected, owned = _parse(payloads)
+        objs = json_objects(payloads)
+        json = objs is not None  # every value is of a JSON type (no bytes, NaN or subclass)
+        rejected: list[Rejected] = []
+        if objs is not None:
+            index = list(range(len(objs)))
+        else:
+            objs, index, rejected, owned = parse_each(payloads)
+            if not owned:
+                objs = list(map(dict, objs))  # the dicts become the rows: never the caller's
         if not objs:
             return Validated(rejected, [], [], [], [], None, [], [])
-        if not owned:
-            objs = list(map(dict, objs))  # the dicts become the rows: never the caller's
-        n = len(objs)
-        get = dict.get  # `map` over C methods: a column costs ~40 ns per event, not ~100
-        raw = [list(map(get, objs, repeat(name, n))) for name in self._names]
-        if self._pop_correlation:
-            cids: list[Any] = list(map(dict.pop, objs, repeat(CORRELATION_FIELD, n), repeat(None)))
-        else:
-            cids = list(raw[self._names.index(CORRELATION_FIELD)])
+        raw, cids, complete = self._raw_columns(objs)
+        held = complete and self._pop_correlation  # the rows still hold their correlation ids
         reasons: dict[int, list[_Reason]] = {}
         arrays = [
-            self._check_column(state, values, objs, reasons)
+            self._check_column(state, values, objs, reasons, json)
             for state, values in zip(self._states, raw, strict=True)
         ]
-        if not set(map(type, cids)) <= {str, _NoneType}:
+        cid_array = None
+        if json:
+            try:  # JSON has no bytes: a string array is built only if all are str or None
+                cid_array = pa.array(cids, pa.string())
+            except (pa.ArrowException, UnicodeError):
+                pass
+        if cid_array is None and not set(map(type, cids)) <= {str, _NoneType}:
             cids = self._check_correlation_ids(cids, reasons)
-        self._fill_absent(objs, arrays)
-        extras = self._extras(objs)
+        if not complete:
+            self._fill_absent(objs, arrays)
+        extras = self._extras(objs, held)
         keys = list(zip(*(raw[k] for k in self._key), strict=True))
-        eids = raw[self._eid]
+        eids = list(raw[self._eid])
         if not reasons:
-            finish = cache(partial(self._finish, objs, arrays, raw))
-            return Validated(rejected, index, eids, keys, objs, extras, cids, arrays, finish)
+            finish = cache(partial(self._finish, objs, arrays, raw, held))
+            return Validated(
+                rejected, index, eids, keys, objs, extras, cids, arrays, finish, cid_array
+            )
         for row in sorted(reasons):
             texts = [text for _, _, text in sorted(reasons[row])]
             rejected.append(Rejected(index[row], payloads[index[row]], texts, cids[row]))
         rejected.sort(key=lambda r: r.index)
-        keep = [row for row in range(n) if row not in reasons]
+        keep = [row for row in range(len(objs)) if row not in reasons]
         taken = pa.array(keep, pa.int64())
 
-        def pick(column: list[Any]) -> list[Any]:
+        def pick(column: Sequence[Any]) -> list[Any]:
             return [column[row] for row in keep]
 
         rows, arrays = pick(objs), [a.take(taken) for a in arrays]
@@ -195,19 +202,47 @@ class SourceValidator:
             None if extras is None else pick(extras),
             pick(cids),
             arrays,
-            cache(partial(self._finish, rows, arrays, [pick(values) for values in raw])),
+            cache(partial(self._finish, rows, arrays, [pick(values) for values in raw], held)),
+            None if cid_array is None else cid_array.take(taken),
         )
+
+    def _raw_columns(
+        self, objs: list[dict[str, Any]]
+    ) -> tuple[list[Sequence[Any]], list[Any], bool]:
+        """Each schema column's raw values (None: null or missing) and the correlation ids.
+
+        Also tells whether every object holds every schema column (and a correlation id):
+        then one `itemgetter` per object takes them all and the ids stay in the objects
+        (`_finish` takes them out); else a column at a time, the ids popped.
+        """
+        if self._fields is not None:
+            try:
+                fields = list(map(self._fields, objs))
+            except KeyError:
+                pass
+            else:
+                columns: list[Sequence[Any]] = list(zip(*fields, strict=True))
+                raw = columns[: len(self._names)]
+                return raw, list(columns[self._cid]), True
+        n = len(objs)
+        get = dict.get  # `map` over C methods: a column costs ~40 ns per event, not ~100
+        raw = [list(map(get, objs, repeat(name, n))) for name in self._names]
+        if self._pop_correlation:
+            return raw, list(map(dict.pop, objs, repeat(CORRELATION_FIELD, n), repeat(None))), False
+        return raw, list(raw[self._cid]), False
 
     def _check_column(
         self,
         state: _ColumnState,
-        values: list[Any],
+        values: Sequence[Any],
         objs: list[dict[str, Any]],
         reasons: dict[int, list[_Reason]],
+        json: bool,
     ) -> pa.Array:
-        """Type, nullability and pandera checks of one column; returns the typed array."""
+        """Type, nullability and pandera checks of one column; returns the typed array
+        (`json`: the values are as JSON decodes, see `coerce_column`)."""
         column = state.column
-        coerced = coerce_column(column.dtype, values)
+        coerced = coerce_column(column.dtype, values, json)
         array = coerced.array
         for row, why in coerced.bad.items():
             reasons.setdefault(row, []).append((state.pos, -1, f"{column.name}: {why}"))
@@ -263,15 +298,16 @@ class SourceValidator:
                 name = state.column.name
                 _consume(map(dict.setdefault, map(rows.__getitem__, nulls.tolist()), repeat(name)))
 
-    def _extras(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
-        """Move each row's fields beyond the schema out of it; None if no row has any."""
-        width = len(self._names)
+    def _extras(self, rows: list[dict[str, Any]], held: bool) -> list[dict[str, Any]] | None:
+        """Move each row's fields beyond the schema out of it; None if no row has any
+        (`held`: each row also still holds its correlation id, which is no extra field)."""
+        width = len(self._names) + held
         # Every schema column is now in every accepted row (a missing one is null, and a
         # null is filled above or rejects the row), so only a longer row has extra fields.
         if max(map(len, rows)) <= width:
             return None
         extras: list[dict[str, Any]] = []
-        known = self._known
+        known = self._known | {CORRELATION_FIELD} if held else self._known
         for row in rows:
             if len(row) <= width:
                 extras.append({})
@@ -283,13 +319,20 @@ class SourceValidator:
         return extras
 
     def _finish(
-        self, rows: list[dict[str, Any]], arrays: list[pa.Array], raw: list[list[Any]]
+        self,
+        rows: list[dict[str, Any]],
+        arrays: list[pa.Array],
+        raw: list[Sequence[Any]],
+        held: bool,
     ) -> list[int]:
         """Turn each event's own dict into its row in place; returns the event times (run
         once, on the first read of `Validated.events`).
 
-        Only what differs is written: timestamps (as µs) and floats given as ints (or NaN).
+        Only what differs is written: timestamps (as µs) and floats given as ints (or NaN);
+        correlation ids still `held` in the rows are taken out.
         """
+        if held:
+            _consume(map(dict.pop, rows, repeat(CORRELATION_FIELD)))
         event_times: list[int] = []
         for state, array, values in zip(self._states, arrays, raw, strict=True):
             name, dtype = state.column.name, state.column.dtype
@@ -308,34 +351,3 @@ def _events(*columns: list[Any]) -> list[Event]:
     Python `__new__` per event, as `Event(...)` or `Event._make` would call)."""
     made = map(tuple.__new__, repeat(Event), zip(*columns, strict=True))
     return cast(list[Event], list(made))
-
-
-def _parse(
-    payloads: Sequence[Any],
-) -> tuple[list[dict[str, Any]], list[int], list[Rejected], bool]:
-    """Decode JSON payloads; a payload that is not a JSON object is rejected here.
-
-    Also tells whether the dicts are this call's own (decoded here, free to reuse as rows).
-    """
-    try:  # any payload orjson does not take (a dict, None) raises as invalid JSON does
-        objs = list(map(orjson.loads, payloads))
-        if set(map(type, objs)) <= {dict}:
-            return objs, list(range(len(objs))), [], True
-    except orjson.JSONDecodeError:
-        if set(map(type, payloads)) <= {dict}:
-            return list(payloads), list(range(len(payloads))), [], False
-    objs, index, rejected = [], [], []
-    for i, payload in enumerate(payloads):
-        obj: Any = payload
-        if isinstance(payload, bytes | bytearray | memoryview | str):
-            try:
-                obj = orjson.loads(payload)
-            except orjson.JSONDecodeError as exc:
-                rejected.append(Rejected(i, payload, [f"not valid JSON: {exc}"], None))
-                continue
-        if isinstance(obj, Mapping) and all(isinstance(k, str) for k in obj):
-            objs.append(dict(obj))
-            index.append(i)
-        else:
-            rejected.append(Rejected(i, payload, ["not a JSON object"], None))
-    return objs, index, rejected, True

@@ -7,9 +7,11 @@ of their source key (a stable crc32, never Python's `hash`).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import zlib
 from collections.abc import Iterator, Sequence
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -75,39 +77,51 @@ class Decoder:
             at = np.array(rows, dtype=np.int64)
             payloads = list(map(payloads.__getitem__, rows))
             major, minor, ingested = major[at], minor[at], ingested[at]
-        table = columns_to_table(source, checked, ingested)
-        ts_column = checked.columns[[c.name for c in source.schema].index(source.timestamp)]
         ids, numbers = self._shards_of(checked.keys)
-        events = EventColumns(
-            ts_column.cast(pa.int64()).to_numpy(),
-            checked.eids,
-            checked.keys,
-            ids,
-            checked.correlation_ids,
-            major,
-            minor,
-            ingested,
-            table,
-        )
+        ts_column = checked.columns[[c.name for c in source.schema].index(source.timestamp)]
+        ts = ts_column.cast(pa.int64()).to_numpy()
         first = int(numbers[0])
         if (numbers == first).all():
+            table = columns_to_table(source, checked, ingested)
+            events = EventColumns(
+                ts,
+                checked.eids,
+                checked.keys,
+                ids,
+                checked.correlation_ids,
+                major,
+                minor,
+                ingested,
+                table,
+            )
             yield (
                 self.shard_keys[first],
                 ShardBatch(batch.source, batch.part, first, events, payloads),
             )
             return
         order = np.argsort(numbers, kind="stable")  # keeps broker order within a shard
-        # One take; each shard's events are then a slice (zero-copy for the table).
-        events = events.take(order)
-        payloads = list(map(payloads.__getitem__, order.tolist()))
-        start = 0
-        for run in np.split(numbers[order], np.flatnonzero(np.diff(numbers[order])) + 1):
-            stop = start + len(run)
-            shard = int(run[0])
+        # The events in shard order, each column picked once; each shard's events are then
+        # a slice (zero-copy for the table).
+        pick = itemgetter(*order.tolist())  # two or more events: picks a tuple
+        events = EventColumns(
+            ts[order],
+            list(pick(checked.eids)),
+            list(pick(checked.keys)),
+            list(pick(ids)),
+            list(pick(checked.correlation_ids)),
+            major[order],
+            minor[order],
+            ingested[order],
+            columns_to_table(source, checked, ingested).take(order),
+        )
+        payloads = list(pick(payloads))
+        shards = numbers[order]
+        bounds = [0, *(np.flatnonzero(np.diff(shards)) + 1).tolist(), len(shards)]
+        for start, stop in itertools.pairwise(bounds):
+            shard = int(shards[start])
             out = ShardBatch(
                 batch.source, batch.part, shard, events.slice(start, stop), payloads[start:stop]
             )
-            start = stop
             yield (self.shard_keys[shard], out)
 
     def _shards_of(self, keys: list[tuple[Any, ...]]) -> tuple[list[str], np.ndarray[Any, Any]]:

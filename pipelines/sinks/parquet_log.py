@@ -103,13 +103,14 @@ def columns_to_table(source: Source, checked: Any, ingested_at: Times) -> pa.Tab
     """The same table as `events_to_table` for a validated batch, from the typed schema
     columns the validator built (`features.schema.Validated`): no per-event gathering."""
     by_name = dict(zip((c.name for c in source.schema), checked.columns, strict=True))
+    cids = checked.correlation_array  # built by the validator, or None
     return _with_log_columns(
         source,
         list(checked.columns),
         by_name[source.event_id],
         by_name[source.timestamp],
         ingested_at,
-        checked.correlation_ids,
+        checked.correlation_ids if cids is None else cids,
         checked.extras,
     )
 
@@ -120,11 +121,11 @@ def _with_log_columns(
     event_ids: pa.Array,
     event_times: pa.Array,
     ingested_at: Times,
-    correlation_ids: Sequence[str | None],
+    correlation_ids: Sequence[str | None] | pa.Array,
     extras: Sequence[dict[str, Any]] | None,
 ) -> pa.Table:
     """The schema columns plus the underscore columns, as a table in the log schema
-    (`extras` None: no event has extra fields)."""
+    (`extras` None: no event has extra fields; `correlation_ids` a list or a string array)."""
     if extras is not None and any(extras):
         dumps = orjson.dumps
         extra = pa.array([dumps(x).decode() if x else "{}" for x in extras], type=pa.string())
@@ -134,7 +135,9 @@ def _with_log_columns(
         event_ids,
         event_times,
         pa.array(ingested_at, type=TS_TYPE),
-        pa.array(correlation_ids, type=pa.string()),
+        correlation_ids
+        if isinstance(correlation_ids, pa.Array)
+        else pa.array(correlation_ids, type=pa.string()),
         extra,
     ]
     return pa.Table.from_arrays(columns, schema=log_schema(source))

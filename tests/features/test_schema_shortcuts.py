@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from features.model import Checks, Column, Source
-from features.schema import SourceValidator, _parse
+from features.payloads import parse
+from features.schema import SourceValidator
 
 BOUND = st.sampled_from([None, -1, 0, 0.5, 1.0, 2, -0.0, 1e308, 2**70, float("inf")])
 VALUE = st.one_of(
@@ -76,9 +77,9 @@ PAYLOAD = st.one_of(
 @settings(max_examples=300, deadline=None)
 @given(st.lists(PAYLOAD, max_size=6))
 def test_parse_equals_payload_by_payload(payloads: list[Any]) -> None:
-    """`_parse` decodes a batch in one pass when it can; the verdicts are those of each
+    """`parse` decodes a batch in one pass when it can; the verdicts are those of each
     payload on its own, and the caller's dicts are reused only when all are dicts."""
-    objs, index, rejected, owned = _parse(payloads)
+    objs, index, rejected, owned = parse(payloads)
     want_objs, want_index, want_rejected = [], [], []
     for i, payload in enumerate(payloads):
         obj = payload
