@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -282,12 +282,9 @@ def assemble(n: int, parts: Sequence[Part]) -> pa.Array:
     for counts, pieces in plan:
         items = n if counts is None else int(counts.sum())
         segments: list[bytes | Picked] = []
-        for piece in pieces:
+        for piece in _fused(pieces):
             if isinstance(piece, bytes):
-                if piece and segments and isinstance(segments[-1], bytes):
-                    segments[-1] += piece
-                elif piece:
-                    segments.append(piece)
+                segments.append(piece)
                 continue
             values, at = piece if isinstance(piece, tuple) else (piece, None)
             if id(values) not in base:
@@ -300,21 +297,21 @@ def assemble(n: int, parts: Sequence[Part]) -> pa.Array:
             start = base[id(values)]
             segments.append((values, start + (np.arange(items) if at is None else at)))
         merged.append((counts, segments))
-    codes = []  # per part: its items' segments as dictionary positions, item by item
+    codes = []  # per part: its items' segments as dictionary positions
     for counts, segments in merged:
         items = n if counts is None else int(counts.sum())
-        code = np.empty((items, len(segments)), np.int64)
+        code = np.empty((len(segments), items), np.int64)  # segment by segment
         for j, segment in enumerate(segments):
             if isinstance(segment, bytes):
-                code[:, j] = size + len(consts)
+                code[j] = size + len(consts)
                 consts.append(segment)
             else:
-                code[:, j] = segment[1]
+                code[j] = segment[1]
         codes.append((counts, code))
     if not codes:
         return pa.array([b""] * n, pa.binary())
     if len(codes) == 1 and codes[0][0] is None:
-        flat, starts = codes[0][1].reshape(-1), np.arange(n + 1) * codes[0][1].shape[1]
+        flat, starts = codes[0][1].T.reshape(-1), np.arange(n + 1) * codes[0][1].shape[0]
     else:
         flat, starts = _placed(n, codes)
     dictionary = pa.concat_arrays([*columns, pa.array(consts, pa.binary())])
@@ -325,24 +322,75 @@ def assemble(n: int, parts: Sequence[Part]) -> pa.Array:
     )
 
 
+FUSED = 64  # picks from tables this short take in the constants around them (`_fused`)
+
+
+def _fused(pieces: Sequence[Piece | Picked]) -> list[Piece | Picked]:
+    """`pieces` with adjacent constants merged, and each constant next to a pick from a
+    short table or from the small ints' texts put into the table's values: one segment of
+    `assemble` instead of two or three (a constant between two such picks goes to the first)."""
+    out: list[Piece | Picked] = []
+    around: dict[int, tuple[Picked, list[bytes]]] = {}  # place in `out` → pick, [before, after]
+    for piece in pieces:
+        if isinstance(piece, bytes):
+            if not piece:
+                continue
+            if out and len(out) - 1 in around:
+                around[len(out) - 1][1][1] += piece
+            elif out and isinstance(out[-1], bytes):
+                out[-1] += piece
+            else:
+                out.append(piece)
+            continue
+        if isinstance(piece, tuple) and (piece[0] is _small_ints() or len(piece[0]) <= FUSED):
+            last = out[-1] if out else b""
+            if isinstance(last, bytes) and last:
+                out.pop()
+            around[len(out)] = (piece, [last if isinstance(last, bytes) else b"", b""])
+        out.append(piece)
+    for i, ((values, at), (before, after)) in around.items():
+        if values is _small_ints():
+            top = int(at.max()) if len(at) else 0
+            values = _int_table(before, after, max(FUSED, 1 << top.bit_length()))
+        elif (before or after) and not values.null_count:  # (nulls: `assemble` refuses them)
+            texts = values.cast(pa.binary()).to_pylist()
+            values = pa.array([before + t + after for t in texts], pa.binary())
+        else:
+            continue
+        out[i] = (values, at)
+    return out
+
+
+@lru_cache(maxsize=128)
+def _int_table(before: bytes, after: bytes, size: int) -> pa.Array:
+    """`before`, the text of the int and `after`, for each int in `range(size)`."""
+    return pa.array([b"%b%d%b" % (before, i, after) for i in range(size)], pa.binary())
+
+
 def _placed(n: int, codes: Sequence[tuple[Array | None, Array]]) -> tuple[Array, Array]:
-    """The parts' segment codes in row order (row by row, part by part, item by item), and
-    where each row's segments start (n + 1 positions)."""
+    """The parts' segment codes (per part: segment by segment, item by item) in row order
+    (row by row, part by part, item by item), and where each row's segments start (n + 1
+    positions). One scatter per segment: faster than one of a whole part."""
     lengths = np.zeros(n, np.int64)
     for counts, code in codes:
-        lengths += code.shape[1] if counts is None else counts * code.shape[1]
+        lengths += code.shape[0] if counts is None else counts * code.shape[0]
     starts = np.zeros(n + 1, np.int64)
     np.cumsum(lengths, out=starts[1:])
     flat = np.empty(starts[-1], np.int64)
-    at = starts[:-1]
+    at = starts[:-1].copy()  # where each row's next item goes
     for counts, code in codes:
-        items, width = code.shape
+        width, items = code.shape
+        if not width:
+            continue
         if counts is None:
             where = at
+        elif counts.max() <= 1:
+            where = at[counts > 0]
         else:
             owner = np.repeat(np.arange(n), counts)
-            first = np.cumsum(counts) - counts  # each row's first item
-            where = at[owner] + (np.arange(items) - first[owner]) * width
-        flat[where[:, None] + np.arange(width)] = code
-        at = at + (width if counts is None else counts * width)
+            first = at - (np.cumsum(counts) - counts) * width  # where item 0 would go
+            where = first[owner] + np.arange(0, items * width, width)
+        for j in range(width):
+            flat[j:][where] = code[j]
+        at += width if counts is None else counts * width
     return flat, starts

@@ -33,27 +33,36 @@ from features.column_states import (
     StddevColumns,
     SumColumns,
 )
-from features.json_columns import Piece, comma_texts, concat, grouped, texts, triple_pieces
+from features.json_columns import (
+    Picked,
+    Piece,
+    concat,
+    grouped,
+    int_texts,
+    texts,
+    triple_pieces,
+)
 
 Array = np.ndarray[Any, Any]
 
 
-def state_pieces(columns: CountColumns, rows: Array) -> list[Piece]:
+def state_pieces(columns: CountColumns, rows: Array) -> list[Piece | Picked]:
     """The pieces whose row-wise concatenation is each row's state as JSON text (rows
-    holding a state), for the caller's own join."""
+    holding a state), for the caller's own join: small ints as picks (`int_texts`), which
+    `json_columns.assemble` joins with the constants around them."""
     if isinstance(columns, MeanColumns):
-        return [b"[", comma_texts(columns.n[rows]), texts(columns.s[rows]), b"]"]
+        return [b"[", int_texts(columns.n[rows]), b",", texts(columns.s[rows]), b"]"]
     if isinstance(columns, SumColumns):
-        return [texts(columns.s[rows])]
+        return [int_texts(columns.s[rows])]
     if isinstance(columns, ExtremeColumns):
-        return [texts(columns.v[rows])]
+        return [int_texts(columns.v[rows])]
     if isinstance(columns, OrderedColumns):
         return triple_pieces(columns.ts[rows], columns.e[rows], columns.v[rows])
     if isinstance(columns, LastNColumns):
         return _last_n_pieces(columns, rows)
     if isinstance(columns, StddevColumns):
         return triple_pieces(columns.n[rows], columns.mean[rows], columns.m2[rows])
-    return [texts(columns.n[rows])]
+    return [int_texts(columns.n[rows])]
 
 
 def _last_n_pieces(columns: LastNColumns, rows: Array) -> list[Piece]:

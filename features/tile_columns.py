@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.column_states import feature_columns
-from features.json_columns import Piece, concat, join_present
+from features.json_columns import Picked, Piece, concat, join_present
 from features.state_texts import state_pieces
 from features.tiles import CompiledFeature
 
@@ -137,13 +137,13 @@ class TileColumns:
         """Each row's tile as JSON text (what `orjson.dumps(states)` gives, key order aside)."""
         return concat(*self.pieces(rows))
 
-    def pieces(self, rows: Array) -> list[Piece]:
+    def pieces(self, rows: Array) -> list[Piece | Picked]:
         """The pieces whose row-wise concatenation is `encode(rows)`, for a caller to join
         with its own parts in one pass (every join copies every row's bytes once).
 
         Features every row holds are pieces of their own; the others are joined where held.
         """
-        always: list[Piece] = []
+        always: list[Piece | Picked] = []
         some = []
         none = pa.scalar(None, pa.binary())
         for feature, label in self.names:

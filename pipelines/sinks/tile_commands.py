@@ -18,15 +18,24 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.json_columns import Part, Picked, Piece, assemble, int_texts, texts
+from features.json_columns import (
+    Part,
+    Picked,
+    Piece,
+    assemble,
+    comma_texts,
+    int_texts,
+    texts,
+)
 
 Array = np.ndarray[Any, Any]
 
 
-def bulk_pieces(parts: Sequence[Piece]) -> list[Piece | Picked]:
+def bulk_pieces(parts: Sequence[Piece | Picked]) -> list[Piece | Picked]:
     r"""The pieces of each row's RESP bulk string of the row-wise concatenation of `parts`
     (at least one a column), for the caller's own join: one pass over the bytes, not two.
 
@@ -36,7 +45,9 @@ def bulk_pieces(parts: Sequence[Piece]) -> list[Piece | Picked]:
     """
     size: Any = sum(len(p) for p in parts if isinstance(p, bytes))
     for part in parts:
-        if not isinstance(part, bytes):
+        if isinstance(part, tuple):
+            size = size + pc.binary_length(part[0]).to_numpy()[part[1]]
+        elif not isinstance(part, bytes):
             size = size + pc.binary_length(part).to_numpy()
     return [b"$", int_texts(size), b"\r\n", *parts, b"\r\n"]
 
@@ -111,11 +122,18 @@ def bulk_text(text: bytes) -> bytes:
 
 def mark_field_pieces(names: Piece | Picked, major: Array, minor: Array) -> list[Piece | Picked]:
     """Pieces of field-value pairs of replay marks: `names` (RESP bulk) → `[major,minor]`."""
-    return [names, *bulk_pieces([b"[", texts(major), b",", texts(minor), b"]"])]
+    return [names, *bulk_pieces([b"[", comma_texts(major), int_texts(minor), b"]"])]
 
 
 def meta_pieces(heads: pa.Array, max_ts: Array, folded: Array) -> list[Piece | Picked]:
-    """Pieces of field-value pairs `m` → `{"keys":…,"v":…,"max_ts":…,"folded":…}`."""
+    """Pieces of field-value pairs `m` → `{"keys":…,"v":…,"max_ts":…,"folded":…}`: the
+    part after the heads in one fixed-width column when it can be (`fixed_rows`)."""
+    done = max_ts if np.array_equal(max_ts, folded) else folded
+    tail = fixed_rows([b',"max_ts":', max_ts, b',"folded":', done, b"}\r\n"])
+    if tail is not None:
+        width = len(tail.buffers()[2]) // len(tail)
+        size = pc.binary_length(heads).to_numpy() + (width - 2)
+        return [b"$1\r\nm\r\n$", int_texts(size), b"\r\n", heads, tail]
     newest = texts(max_ts)
     done = newest if np.array_equal(max_ts, folded) else texts(folded)
     text = [heads, b',"max_ts":', newest, b',"folded":', done, b"}"]
@@ -125,3 +143,44 @@ def meta_pieces(heads: pa.Array, max_ts: Array, folded: Array) -> list[Piece | P
 def pending_field(records: bytes) -> bytes:
     """The field-value pair `p` → pending records (JSON), as RESP."""
     return b"$1\r\np\r\n$%d\r\n%b\r\n" % (len(records), records)
+
+
+def fixed_rows(pieces: Sequence[bytes | Array]) -> pa.Array | None:
+    r"""Each row's concatenation of `pieces` (constants and columns of ints, at least one),
+    written into one fixed-width block with a few strided copies, when the texts of each
+    column are of one width (non-negative ints of one digit count); else None.
+
+    >>> fixed_rows([b"<", np.array([12, 34]), b">"]).to_pylist(), fixed_rows([np.array([9, 10])])
+    ([b'<12>', b'<34>'], None)
+    """
+    n = next(len(p) for p in pieces if not isinstance(p, bytes))
+    widths = []
+    for piece in pieces:
+        if isinstance(piece, bytes):
+            widths.append(len(piece))
+            continue
+        if piece.dtype.kind not in "iu" or not n:
+            return None
+        low, high = int(piece.min()), int(piece.max())
+        width = len(str(high))
+        if low < 0 or (width > 1 and low < 10 ** (width - 1)):
+            return None
+        widths.append(width)
+    if n * sum(widths) >= 2**31:
+        return None
+    out = np.empty((n, sum(widths)), np.uint8)
+    at = 0
+    dumped: dict[int, bytes] = {}  # id of a column → its dump (a column may come twice)
+    for piece, width in zip(pieces, widths, strict=True):
+        if isinstance(piece, bytes):
+            out[:, at : at + width] = np.frombuffer(piece, np.uint8)
+        else:
+            if id(piece) not in dumped:
+                numbers = np.ascontiguousarray(piece, piece.dtype.newbyteorder("="))
+                dumped[id(piece)] = orjson.dumps(numbers, option=orjson.OPT_SERIALIZE_NUMPY)
+            # `[a,b,…]`: a comma (or the `]`) after each text of `width`
+            text = np.frombuffer(dumped[id(piece)], np.uint8, n * (width + 1), 1)
+            out[:, at : at + width] = text.reshape(n, width + 1)[:, :width]
+        at += width
+    offsets = np.arange(0, n * at + 1, at, dtype=np.int32)
+    return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(out)])
