@@ -1,10 +1,8 @@
-"""`TileSlots` puts the tiles it makes into their start's dict lazily (`_made`): lookups of
-late events, drops, forgets and `tiles_of` give what an eager dict gives, in the same
-order, when they meet tiles not yet put in. `stable_order` is a stable argsort."""
+"""`TileSlots` puts the tiles it makes into their start's dict lazily (`_made`; the
+property test against a plain lookup is in test_tile_slots.py); `stable_order` is a
+stable argsort; `_distinct` tells repeats."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 from hypothesis import given, settings
@@ -14,44 +12,8 @@ from features.model import Feature
 from features.tiles import CompiledFeature
 from pipelines.tile_batches import stable_order
 from pipelines.tile_slots import TileSlots
-from tests.pipelines.test_tile_slots import _plain_rows
 
 G = 60
-PAIRS = st.tuples(st.integers(0, 9), st.integers(0, 6).map(lambda k: k * G))
-STEPS = st.lists(
-    st.one_of(
-        st.tuples(st.just("rows"), st.lists(PAIRS, max_size=40)),
-        st.tuples(st.just("drop"), st.integers(0, 7).map(lambda k: k * G)),
-        st.tuples(st.just("forget"), st.sets(st.integers(0, 9), max_size=4)),
-        st.tuples(st.just("tiles_of"), st.integers(0, 9)),
-    ),
-    max_size=14,
-)
-
-
-@settings(max_examples=300, deadline=None)
-@given(STEPS)
-def test_lazy_buckets_answer_as_eager_ones(steps: list[tuple[str, Any]]) -> None:
-    """Only the answers are compared until the end (reading `buckets` puts every tile in,
-    so a step-by-step comparison would never leave a tile pending)."""
-    features = [CompiledFeature.of(Feature("n", "count", None, G, G))]
-    lazy, eager = TileSlots(G, features, {}), TileSlots(G, features, {})
-    for kind, arg in steps:
-        if kind == "rows":
-            ents = np.array([e for e, _ in arg], dtype=np.int64)
-            starts = np.array([s for _, s in arg], dtype=np.int64)
-            assert lazy.rows(ents, starts).tolist() == _plain_rows(eager, ents, starts)
-        elif kind == "drop":
-            assert lazy.drop_before(arg) == eager.drop_before(arg)
-        elif kind == "forget":
-            lazy.forget(arg)
-            eager.forget(arg)
-        else:
-            assert lazy.tiles_of(arg) == eager.tiles_of(arg)
-        assert lazy.free == eager.free
-    assert [(s, list(b.items())) for s, b in lazy.buckets.items()] == [
-        (s, list(b.items())) for s, b in eager.buckets.items()
-    ]
 
 
 def test_tiles_made_wait_outside_the_dicts_until_read() -> None:
