@@ -157,6 +157,9 @@ def test_complete_rows_hold_their_correlation_ids_until_read() -> None:
     assert checked.extras is None
     assert [e.row.keys() == GOOD.keys() for e in checked.events] == [True] * 3
     assert [e.correlation_id for e in checked.events] == ["c0", "c1", "c2"]
-    mixed = SourceValidator(SOURCE).validate_batch(payloads)
+    mixed = SourceValidator(SOURCE).validate_batch(payloads)  # every field but one id
+    assert mixed.correlation_ids == ["c1", None]
+    assert all(CORRELATION_FIELD not in row for row in mixed.rows)  # taken out at once
     assert mixed.extras == [{"x": 1}, {}]
     assert [e.row.keys() == GOOD.keys() for e in mixed.events] == [True, True]
+    assert [e.correlation_id for e in mixed.events] == ["c1", None]
