@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from features.aggregations import Count, First, Last, LastN, Max, Mean, Min, Stddev, Sum
+from features.packed_sort import stable_order
 from features.tiles import CompiledFeature
 
 Array = np.ndarray[Any, Any]
@@ -54,25 +55,22 @@ def _ranks(eids: Array) -> Array:
 
 
 def _by_row_time(rows: Array, ts: Array, latest: bool) -> Array:
-    """`np.lexsort((arrived, ts, rows))` (`arrived`: arrival order, reversed if `latest`) by
-    one plain sort of the three packed in an int64 when they fit: several times faster.
+    """`np.lexsort((arrived, ts, rows))` (`arrived`: arrival order, reversed if `latest`) as
+    the stable order of rows and times packed in one int64 (`stable_order`) when they fit.
 
     >>> _by_row_time(np.array([1, 0, 1, 1]), np.array([5, 9, 5, 2]), latest=True).tolist()
     [1, 3, 2, 0]
     """
     n = len(rows)
-    arrival = np.arange(n)
     low = int(ts.min())
     time_bits = (int(ts.max()) - low).bit_length()
-    at_bits = n.bit_length()
-    if int(rows.min()) < 0 or int(rows.max()).bit_length() + time_bits + at_bits > 62:
+    if int(rows.min()) < 0 or int(rows.max()).bit_length() + time_bits > 62:
+        arrival = np.arange(n)
         return np.lexsort((-arrival if latest else arrival, ts, rows))
-    key = rows.astype(np.int64) << (time_bits + at_bits)
-    key |= (ts - np.int64(low)) << at_bits
-    key |= n - 1 - arrival if latest else arrival
-    key.sort()
-    key &= (1 << at_bits) - 1
-    return n - 1 - key if latest else key
+    key = rows.astype(np.int64) << time_bits
+    key |= ts - np.int64(low)
+    # Latest: of equal keys the last to arrive first, a stable order of the reversed keys.
+    return n - 1 - stable_order(key[::-1]) if latest else stable_order(key)
 
 
 class CountColumns:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from features.packed_sort import stable_order
 from pipelines.records import Entries, TileInput
 
 Array = np.ndarray[Any, Any]
@@ -137,52 +138,23 @@ def select(batch: Batch, keep: Array) -> Batch:
 
 
 def ends_of_groups(values: Array, last: bool) -> Array:
-    """Per distinct value of `values` (non-negative ints), ordered by value, the position of
-    its last (else first) occurrence: `np.unique`'s `return_index`, several times faster.
+    """Per distinct value of `values` (ints), ordered by value, the position of its last
+    (else first) occurrence: `np.unique`'s `return_index`, several times faster.
 
-    One sort of `value << bits | position` groups equal values with their positions in
-    order, so a group's edge holds the wanted position."""
-    n = len(values)
-    bits = max(n.bit_length(), 1)
-    if not n or int(values.min()) < 0 or int(values.max()) >= 1 << (62 - bits):
-        at = np.unique(values[::-1] if last else values, return_index=True)[1]
-        return n - 1 - at if last else at
-    key = values.astype(np.int64)
-    key <<= bits
-    key |= np.arange(n)
-    key.sort()
-    group = key >> bits
-    edge = np.empty(n, dtype=bool)
+    A stable order (`stable_order`) groups equal values with their positions in order, so
+    a group's edge holds the wanted position."""
+    order = stable_order(values)
+    if not len(order):
+        return order
+    group = values[order]
+    edge = np.empty(len(values), dtype=bool)
     if last:
         np.not_equal(group[1:], group[:-1], out=edge[:-1])
         edge[-1] = True
     else:
         np.not_equal(group[1:], group[:-1], out=edge[1:])
         edge[0] = True
-    return key[edge] & ((1 << bits) - 1)
-
-
-def stable_order(values: Array) -> Array:
-    """`np.argsort(values, kind="stable")` of ints: one plain sort of
-    `(value - lowest) << bits | position`, several times faster, the positions of equal
-    values in order (a stable argsort when the values span too much for that).
-
-    >>> stable_order(np.array([3, -1, 3, 0])).tolist()
-    [1, 3, 0, 2]
-    """
-    n = len(values)
-    bits = max(n.bit_length(), 1)
-    if not n:
-        return np.argsort(values, kind="stable")
-    lowest = int(values.min())
-    if int(values.max()) - lowest >= 1 << (62 - bits):
-        return np.argsort(values, kind="stable")
-    key = values - np.int64(lowest)
-    key <<= bits
-    key |= np.arange(n)
-    key.sort()
-    key &= (1 << bits) - 1
-    return key
+    return order[edge]
 
 
 def first_positions(names: Sequence[str], positions: Sequence[int]) -> list[int]:

@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 
 from features.column_states import grown
+from features.packed_sort import stable_order
 from features.tile_columns import TileColumns
 from features.tiles import CompiledFeature
-from pipelines.tile_batches import ends_of_groups, stable_order
+from pipelines.tile_batches import ends_of_groups
 
 Array = np.ndarray[Any, Any]
 # Positions taken, then their starts, times, ids, values and presence (`TileSlots.taken`).

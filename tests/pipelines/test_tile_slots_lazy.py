@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features.model import Feature
+from features.packed_sort import stable_order
 from features.tiles import CompiledFeature
-from pipelines.tile_batches import stable_order
 from pipelines.tile_slots import TileSlots
 
 G = 60
