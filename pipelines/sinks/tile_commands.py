@@ -135,8 +135,14 @@ def meta_pieces(heads: pa.Array, max_ts: Array, folded: Array) -> list[Piece | P
         size = pc.binary_length(heads).to_numpy() + (width - 2)
         return [b"$1\r\nm\r\n$", int_texts(size), b"\r\n", heads, tail]
     newest = texts(max_ts)
-    done = newest if np.array_equal(max_ts, folded) else texts(folded)
-    text = [heads, b',"max_ts":', newest, b',"folded":', done, b"}"]
+    text = [
+        heads,
+        b',"max_ts":',
+        newest,
+        b',"folded":',
+        newest if done is max_ts else texts(done),
+        b"}",
+    ]
     return [b"$1\r\nm\r\n", *bulk_pieces(text)]
 
 
