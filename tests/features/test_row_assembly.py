@@ -2,7 +2,9 @@
 
 The reference walks the rows in Python: for each row, each part in order, each of the
 row's items, each piece (a constant, the item's value of a column, or a picked value).
-Columns are shared between parts and picked from, as the tile writes do with the keys.
+Columns are shared between parts and picked from, as the tile writes do with the keys;
+picks of short tables and of the small ints' texts take in the constants around them
+(`json_columns._fused`), which must not change a row.
 """
 
 from __future__ import annotations
@@ -15,10 +17,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.json_columns import SMALL, Part, Picked, Piece, assemble, concat, int_texts, texts
+from features.json_columns import (
+    FUSED,
+    SMALL,
+    Part,
+    Picked,
+    Piece,
+    assemble,
+    concat,
+    int_texts,
+    texts,
+)
 
 Array = np.ndarray[Any, Any]
 BYTES = st.binary(max_size=6)
+INTS = st.integers(0, 300) | st.integers(-3, SMALL + 3) | st.integers(0, 2**63 - 1)
 
 
 def reference(n: int, parts: list[Part]) -> list[bytes]:
@@ -47,7 +60,9 @@ def _value(piece: Piece | Picked, item: int) -> bytes:
 @st.composite
 def layouts(draw: st.DrawFn) -> tuple[int, list[Part]]:
     """Rows and parts: one-per-row parts (adjacent ones too) and parts of 0-3 items a row,
-    with constants (empty ones too), columns, columns shared across parts, and picks."""
+    with constants (empty ones too), columns, columns shared across parts, picks of short
+    and long tables, and int texts (picks of the small ints' table, or a column when some
+    are not small)."""
     n = draw(st.integers(1, 6))
     shared = pa.array(draw(st.lists(BYTES, min_size=n, max_size=n)), pa.binary())
     parts: list[Part] = []
@@ -57,8 +72,8 @@ def layouts(draw: st.DrawFn) -> tuple[int, list[Part]]:
         items = n if by_row is None else int(by_row.sum())
         owners = np.arange(n) if by_row is None else np.repeat(np.arange(n), by_row)
         pieces: list[Piece | Picked] = []
-        for _ in range(draw(st.integers(0, 5))):
-            kind = draw(st.sampled_from(["const", "column", "shared", "pick"]))
+        for _ in range(draw(st.integers(0, 6))):
+            kind = draw(st.sampled_from(["const", "const", "column", "shared", "pick", "ints"]))
             if kind == "const":
                 pieces.append(draw(BYTES))
             elif kind == "column":
@@ -66,9 +81,13 @@ def layouts(draw: st.DrawFn) -> tuple[int, list[Part]]:
                 pieces.append(pa.array(values, pa.binary()))
             elif kind == "shared":
                 pieces.append((shared, owners))  # each item takes its row's value
+            elif kind == "ints":
+                ints = draw(st.lists(INTS, min_size=items, max_size=items))
+                pieces.append(int_texts(np.array(ints, np.int64)) if items else b"")
             else:
-                table = pa.array(draw(st.lists(BYTES, min_size=1, max_size=4)), pa.binary())
-                at = draw(st.lists(st.integers(0, len(table) - 1), min_size=items, max_size=items))
+                size = draw(st.sampled_from([1, 4, FUSED, FUSED + 1]))
+                table = pa.array(draw(st.lists(BYTES, min_size=size, max_size=size)), pa.binary())
+                at = draw(st.lists(st.integers(0, size - 1), min_size=items, max_size=items))
                 pieces.append((table, np.array(at, np.int64)))
         if by_row is None and draw(st.booleans()):
             pieces.append(shared)  # the same column object as the picks: put in once
