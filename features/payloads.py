@@ -33,24 +33,12 @@ def json_objects(payloads: Sequence[Any]) -> list[dict[str, Any]] | None:
     return objs if set(map(type, objs)) <= {dict} else None
 
 
-def parse(
-    payloads: Sequence[Any],
-) -> tuple[list[dict[str, Any]], list[int], list[Rejected], bool]:
-    """Decode JSON payloads; a payload that is not a JSON object is rejected here.
-
-    Also tells whether the dicts are this call's own (decoded here, free to reuse as rows).
-    """
-    objs = json_objects(payloads)
-    if objs is not None:
-        return objs, list(range(len(objs))), [], True
-    return parse_each(payloads)
-
-
 def parse_each(
     payloads: Sequence[Any],
 ) -> tuple[list[dict[str, Any]], list[int], list[Rejected], bool]:
-    """`parse` of a batch that is not all JSON objects: the caller's dicts as they are if
-    all are dicts, else each payload on its own."""
+    """Decode a batch that is not all JSON objects (`json_objects` gave None): the
+    caller's dicts as they are if all are dicts, else each payload on its own, one that is
+    not a JSON object rejected. Also tells whether the dicts are this call's own."""
     if set(map(type, payloads)) <= {dict}:
         return list(payloads), list(range(len(payloads))), [], False
     objs, index, rejected = [], [], []
