@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     import redis
 
 SWEEP_US = 300 * US_PER_S
-FLUSH_EVENTS = 4000  # queued events that make a shard's call fold the worker's queue at once
+FLUSH_EVENTS = 16_000  # queued events that make a shard's call fold the worker's queue at once
 Pending = dict[tuple[str, str], tuple[Any, ...]]  # (view, entity) → join-key values
 # Entities to load: ids, join-key values, shards and their entity codes (None: not known).
 Missing = tuple[list[str], list[tuple[Any, ...]], np.ndarray[Any, Any], np.ndarray[Any, Any] | None]
