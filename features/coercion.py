@@ -225,6 +225,11 @@ def _milliseconds(values: Sequence[Any], nulls: bool) -> pa.Array:
         ms = pa.array(values, pa.int64())
     else:  # numpy converts Python ints faster than Arrow does
         ms = pa.array(np.fromiter(values, np.int64, len(values)))
+    return milliseconds_to_timestamps(ms)
+
+
+def milliseconds_to_timestamps(ms: pa.Array) -> pa.Array:
+    """An int64 array of epoch ms as µs UTC timestamps; raises if one overflows."""
     return pc.multiply_checked(ms, 1000).view(TIMESTAMP_TYPE)
 
 

@@ -10,7 +10,9 @@ verdicts equal `pandera_schema(source).validate(frame, lazy=True)` on the batch'
 frame (held equal by a property test) at a fraction of its fixed cost: pandera's schema
 machinery costs milliseconds per batch, and far more when a batch holds a bad event.
 A column whose distinct values pandera already accepted (a country, a currency) is not
-checked again. Each reason names the column, the rule and the offending value.
+checked again. Each reason names the column, the rule and the offending value. A batch
+of JSON objects that all pass skips the Python dicts: `features.json_batch` reads it
+straight into the columns.
 """
 
 from __future__ import annotations
@@ -24,13 +26,15 @@ from operator import itemgetter, setitem
 from typing import Any, NamedTuple, cast
 
 import numpy as np
+import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from pandera.pandas import Check
 
 from features.check_runs import failing_rows, is_bound, within_bounds
-from features.coercion import coerce_column, shown
+from features.coercion import coerce_column, milliseconds_to_timestamps, shown
+from features.json_batch import columnar_reader
 from features.model import Column, Source
 from features.payloads import Rejected, json_objects, parse_each
 from features.source_schema import ColumnCheck, column_checks, pandera_schema, to_series
@@ -47,6 +51,7 @@ __all__ = [
 CORRELATION_FIELD = "correlation_id"
 MEMO_LIMIT = 1024  # distinct accepted values remembered per column; more: always checked
 _Reason = tuple[int, int, str]  # (column position, check order, text): sorts per event
+_Finished = tuple[list[dict[str, Any]], list[int]]  # the rows and the event times
 _NoneType = type(None)
 # Runs an iterator of side effects to its end, in C.
 _consume: Callable[[Iterable[Any]], None] = deque(maxlen=0).extend
@@ -73,32 +78,35 @@ class Validated:
     """A validated batch: the accepted events as aligned columns (input order), the rejects,
     and one typed Arrow array per schema column holding the accepted events' values.
 
-    Batch-wise callers read the columns; `events` builds one `Event` per accepted event,
-    finishing the rows first (timestamps as µs, floats given as ints as floats), work a
-    caller of the columns alone never pays for.
+    Batch-wise callers read the columns; `rows` and `events` finish each event's row first
+    (timestamps as µs, floats given as ints as floats; for a batch read as columns, its
+    payloads decoded first), work a caller of the columns alone never pays for.
     """
 
     rejected: list[Rejected]
     index: list[int]  # position in the input batch
     eids: list[Any]
     keys: list[tuple[Any, ...]]
-    rows: list[dict[str, Any]]  # each event's decoded dict: its row once `events` is read
     extras: list[dict[str, Any]] | None  # None: no event has fields beyond the schema
     correlation_ids: list[str | None]
     columns: list[pa.Array]
-    finish: Callable[[], list[int]] = field(repr=False, compare=False, default=list)
+    # The rows and the event times (µs), made on the first call and then kept.
+    finish: Callable[[], _Finished] = field(repr=False, compare=False, default=lambda: ([], []))
     # The correlation ids as an Arrow string array when the validator built one (JSON
     # batches, where the conversion also checks their type); None: not built.
     correlation_array: pa.Array | None = None
 
     @property
+    def rows(self) -> list[dict[str, Any]]:
+        """Each accepted event's row: its schema columns, timestamps as µs ints."""
+        return self.finish()[0]
+
+    @property
     def events(self) -> list[Event]:
         """The accepted events, in input order (their rows finished)."""
-        ts = self.finish()
+        rows, ts = self.finish()
         extras = self.extras if self.extras is not None else [{} for _ in self.index]
-        return _events(
-            self.index, ts, self.eids, self.keys, self.rows, extras, self.correlation_ids
-        )
+        return _events(self.index, ts, self.eids, self.keys, rows, extras, self.correlation_ids)
 
 
 class _ColumnState:
@@ -138,14 +146,25 @@ class SourceValidator:
         self._ts = position[source.timestamp]
         self._eid = position[source.event_id]
         self._key = [position[k] for k in source.key]
+        self._reader = columnar_reader(source, CORRELATION_FIELD)
 
     def validate(self, payloads: Sequence[Any]) -> tuple[list[Event], list[Rejected]]:
         """Split a batch into accepted events (input order) and rejects with every reason."""
         checked = self.validate_batch(payloads)
         return checked.events, checked.rejected
 
-    def validate_batch(self, payloads: Sequence[Any]) -> Validated:
-        """`validate`, also giving the accepted events' typed columns (built anyway)."""
+    def validate_batch(self, payloads: Sequence[Any], columnar: bool = True) -> Validated:
+        """`validate`, also giving the accepted events' typed columns (built anyway).
+
+        A batch of JSON objects that all pass is read in columns (`JsonBatchReader`) when
+        `columnar`; any other batch is decoded and checked value by value, as every batch
+        is without `columnar` (the same verdicts and values: a property test).
+        """
+        if columnar and self._reader is not None:
+            read = self._reader.read(payloads)
+            checked = None if read is None else self._from_columns(payloads, read)
+            if checked is not None:
+                return checked
         objs = json_objects(payloads)
         json = objs is not None  # every value is of a JSON type (no bytes, NaN or subclass)
         rejected: list[Rejected] = []
@@ -156,7 +175,7 @@ class SourceValidator:
             if not owned:
                 objs = list(map(dict, objs))  # the dicts become the rows: never the caller's
         if not objs:
-            return Validated(rejected, [], [], [], [], None, [], [])
+            return Validated(rejected, [], [], [], None, [], [])
         raw, cids, complete = self._raw_columns(objs)
         held = complete and self._pop_correlation  # the rows still hold their correlation ids
         reasons: dict[int, list[_Reason]] = {}
@@ -179,9 +198,7 @@ class SourceValidator:
         eids = list(raw[self._eid])
         if not reasons:
             finish = cache(partial(self._finish, objs, arrays, raw, held))
-            return Validated(
-                rejected, index, eids, keys, objs, extras, cids, arrays, finish, cid_array
-            )
+            return Validated(rejected, index, eids, keys, extras, cids, arrays, finish, cid_array)
         for row in sorted(reasons):
             texts = [text for _, _, text in sorted(reasons[row])]
             rejected.append(Rejected(index[row], payloads[index[row]], texts, cids[row]))
@@ -198,13 +215,54 @@ class SourceValidator:
             pick(index),
             pick(eids),
             pick(keys),
-            rows,
             None if extras is None else pick(extras),
             pick(cids),
             arrays,
             cache(partial(self._finish, rows, arrays, [pick(values) for values in raw], held)),
             None if cid_array is None else cid_array.take(taken),
         )
+
+    def _from_columns(self, payloads: Sequence[Any], read: list[pa.Array]) -> Validated | None:
+        """The batch from the arrays `JsonBatchReader` read (each field's, in `_fields`
+        order), if every event passes; else None (the caller checks value by value)."""
+        listed: dict[int, list[Any]] = {}
+
+        def raw(pos: int) -> list[Any]:  # a field's values as JSON gave them (ms for times)
+            if pos not in listed:
+                listed[pos] = read[pos].to_pylist()
+            return listed[pos]
+
+        reasons: dict[int, list[_Reason]] = {}
+        arrays: list[pa.Array] = []
+        for state in self._states:
+            array = read[state.pos]
+            if array.null_count and not state.column.nullable:
+                return None
+            if state.column.dtype == "timestamp":
+                try:
+                    array = milliseconds_to_timestamps(array)
+                except pa.ArrowException:
+                    return None
+            self._check_values(state, array, partial(raw, state.pos), reasons, True)
+            if reasons:
+                return None
+            arrays.append(array)
+        keys = list(zip(*map(raw, self._key), strict=True))
+        cids = read[self._cid]
+        finish = cache(partial(self._decode_rows, payloads, arrays))
+        index = list(range(len(payloads)))
+        return Validated(
+            [], index, raw(self._eid), keys, None, cids.to_pylist(), arrays, finish, cids
+        )
+
+    def _decode_rows(self, payloads: Sequence[Any], arrays: list[pa.Array]) -> _Finished:
+        """The rows of a batch read in columns: its payloads decoded and finished as the
+        value-by-value path does (each holds every schema field and nothing more)."""
+        objs: list[dict[str, Any]] = list(map(orjson.loads, payloads))
+        raw, _, complete = self._raw_columns(objs)
+        if not complete:
+            self._fill_absent(objs, arrays)
+        return self._finish(objs, arrays, raw, complete and self._pop_correlation)
 
     def _raw_columns(
         self, objs: list[dict[str, Any]]
@@ -251,14 +309,28 @@ class SourceValidator:
                 if row not in coerced.bad:
                     what = "missing" if column.name not in objs[row] else "must not be null"
                     reasons.setdefault(row, []).append((state.pos, -1, f"{column.name}: {what}"))
+        self._check_values(state, array, lambda: values, reasons, not coerced.bad)
+        return array
+
+    def _check_values(
+        self,
+        state: _ColumnState,
+        array: pa.Array,
+        values: Callable[[], Sequence[Any]],
+        reasons: dict[int, list[_Reason]],
+        memoize: bool,
+    ) -> None:
+        """The pandera checks of one typed column; `values` gives its raw values (only
+        asked for when a memo is kept or a check fails); `memoize`: no value was bad."""
+        column = state.column
         if not state.checks or array.null_count == len(array):
-            return array
+            return
         distinct: set[Any] | None = None
         memo = state.memo  # one read: another thread may retire it meanwhile
-        if memo is not None and not coerced.bad:
-            distinct = set(values)
+        if memo is not None and memoize:
+            distinct = set(values())
             if distinct <= memo:
-                return array
+                return
         passed = state.bounded and within_bounds(state.checks, array)
         if not passed:
             series = to_series(column, array)
@@ -268,13 +340,13 @@ class SourceValidator:
                 if not failing:
                     continue
                 passed = False
+                shown_values = values()
                 for row in failing:
-                    text = check.reason(column.name, values[row])
+                    text = check.reason(column.name, shown_values[row])
                     reasons.setdefault(row, []).append((state.pos, order, text))
         if passed and distinct is not None and memo is not None:
             grown = memo | distinct  # a new set: a reader in another thread never sees it change
             state.memo = grown if len(grown) <= MEMO_LIMIT else None  # None: too many to pay
-        return array
 
     def _check_correlation_ids(
         self, cids: list[Any], reasons: dict[int, list[_Reason]]
@@ -324,9 +396,9 @@ class SourceValidator:
         arrays: list[pa.Array],
         raw: list[Sequence[Any]],
         held: bool,
-    ) -> list[int]:
-        """Turn each event's own dict into its row in place; returns the event times (run
-        once, on the first read of `Validated.events`).
+    ) -> _Finished:
+        """Turn each event's own dict into its row in place; returns the rows and the event
+        times (run once, on the first read of `Validated.rows` or `events`).
 
         Only what differs is written: timestamps (as µs) and floats given as ints (or NaN);
         correlation ids still `held` in the rows are taken out.
@@ -343,7 +415,7 @@ class SourceValidator:
                     event_times = times
             elif dtype == "float" and (array.null_count or not set(map(type, values)) <= {float}):
                 _consume(map(setitem, rows, repeat(name), array.to_pylist()))
-        return event_times
+        return rows, event_times
 
 
 def _events(*columns: list[Any]) -> list[Event]:
