@@ -23,13 +23,14 @@ from features.model import Column, Source
 
 _MAX_BLOCK = 2**31 - 2  # Arrow's block size is an int32
 _NEWLINE, _OPEN = ord("\n"), ord("{")
+MAX_BACKOFF = 64  # batches at most left untried after a batch that was not read in columns
 
 
 class JsonBatchReader:
     """Reads batches of JSON objects into one Arrow array per field (timestamps as their
     epoch-ms ints); `None` for a batch the reader cannot take exactly as JSON says."""
 
-    __slots__ = ("_finite", "_parse")
+    __slots__ = ("_backoff", "_finite", "_parse", "_skip")
 
     def __init__(self, columns: Sequence[Column], extra: str | None) -> None:
         """`extra`: one more string field read after the columns (the correlation id)."""
@@ -44,6 +45,25 @@ class JsonBatchReader:
         )
         # Arrow reads NaN and Infinity literals (JSON has neither) into float columns.
         self._finite = [i for i, c in enumerate(columns) if c.dtype == "float"]
+        self._skip = 0  # batches left to leave to the value-by-value path
+        self._backoff = 1
+
+    def wanted(self) -> bool:
+        """Whether to try the next batch in columns: after a batch that could not be, the
+        next 1, 2, 4 … 64 are not tried (a source whose events carry fields beyond the
+        schema, or ISO timestamps, would pay a failed read on every batch)."""
+        if self._skip:
+            self._skip -= 1
+            return False
+        return True
+
+    def taken(self, ok: bool) -> None:
+        """Record whether the batch just tried was read in columns."""
+        if ok:
+            self._backoff = 1
+        else:
+            self._skip = self._backoff
+            self._backoff = min(2 * self._backoff, MAX_BACKOFF)
 
     def read(self, payloads: Sequence[Any]) -> list[pa.Array] | None:
         """Each field's array, if every payload is the bytes of one JSON object that Arrow

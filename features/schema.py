@@ -160,9 +160,11 @@ class SourceValidator:
         `columnar`; any other batch is decoded and checked value by value, as every batch
         is without `columnar` (the same verdicts and values: a property test).
         """
-        if columnar and self._reader is not None:
-            read = self._reader.read(payloads)
+        reader = self._reader
+        if columnar and reader is not None and reader.wanted():
+            read = reader.read(payloads)
             checked = None if read is None else self._from_columns(payloads, read)
+            reader.taken(checked is not None)
             if checked is not None:
                 return checked
         objs = json_objects(payloads)

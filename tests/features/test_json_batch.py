@@ -8,6 +8,7 @@ big numbers, whitespace, two objects in one payload, ...) can be mixed into a ba
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from typing import Any
@@ -228,3 +229,48 @@ def test_a_float_key_or_a_typed_correlation_id_goes_value_by_value() -> None:
     fast = SourceValidator(source).validate_batch(batch)
     _same(fast, SourceValidator(source).validate_batch(batch, columnar=False))
     assert fast.rejected[0].reasons == ["correlation_id: expected string (got 7)"]
+
+
+def test_after_a_batch_not_read_in_columns_the_next_ones_are_not_tried() -> None:
+    """A source whose batches never qualify (a field beyond the schema in every event) pays
+    a failed columnar read on 1 in 2, 4 … at last 1 in 65 batches; one that reads again
+    is tried on every batch; the results are the value-by-value path's throughout."""
+    validator = SourceValidator(SOURCE)
+    reader = validator._reader
+    assert reader is not None
+    tried: list[int] = []
+
+    class Counted:  # the reader, counting its reads
+        wanted, taken = reader.wanted, reader.taken
+
+        def read(self, payloads: Any) -> list[pa.Array] | None:
+            tried.append(len(tried))
+            return reader.read(payloads)
+
+    validator._reader = Counted()  # type: ignore[assignment]
+    odd = [GOOD.replace(b"{", b'{"more":1,', 1)]
+    calls = []
+    for i in range(300):
+        before = len(tried)
+        plain = SourceValidator(SOURCE).validate_batch(odd, columnar=False)
+        _same(validator.validate_batch(odd), plain)
+        if len(tried) > before:
+            calls.append(i)
+    gaps = [b - a for a, b in itertools.pairwise(calls)]
+    assert gaps[:7] == [2, 3, 5, 9, 17, 33, 65]
+    assert set(gaps[7:]) == {65}
+    calls = []
+    for i in range(130):
+        before = len(tried)
+        validator.validate_batch([GOOD])
+        if len(tried) > before:
+            calls.append(i)
+    # the skips still due, then a read that works, and from then on every batch is tried
+    assert calls == list(range(calls[0], 130)) and calls[0] <= 64
+    calls = []
+    for i in range(11):  # a failure after that: back to skipping 1, then 2 …
+        before = len(tried)
+        validator.validate_batch(odd)
+        if len(tried) > before:
+            calls.append(i)
+    assert calls == [0, 2, 5, 10]
