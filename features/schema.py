@@ -19,11 +19,10 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from functools import cache, partial
 from itertools import repeat
 from operator import itemgetter, setitem
-from typing import Any, NamedTuple, cast
+from typing import Any
 
 import numpy as np
 import orjson
@@ -38,6 +37,7 @@ from features.json_batch import columnar_reader
 from features.model import Column, Source
 from features.payloads import Rejected, json_objects, parse_each
 from features.source_schema import ColumnCheck, column_checks, pandera_schema, to_series
+from features.validated import Event, Finished, Validated
 
 __all__ = [
     "CORRELATION_FIELD",
@@ -51,62 +51,9 @@ __all__ = [
 CORRELATION_FIELD = "correlation_id"
 MEMO_LIMIT = 1024  # distinct accepted values remembered per column; more: always checked
 _Reason = tuple[int, int, str]  # (column position, check order, text): sorts per event
-_Finished = tuple[list[dict[str, Any]], list[int]]  # the rows and the event times
 _NoneType = type(None)
 # Runs an iterator of side effects to its end, in C.
 _consume: Callable[[Iterable[Any]], None] = deque(maxlen=0).extend
-
-
-class Event(NamedTuple):
-    """One event that passed its source schema, normalized (times in µs UTC).
-
-    A named tuple: a batch makes one per event, each in C (`_events`), at half the cost
-    of a dataclass's `__init__`.
-    """
-
-    index: int  # type: ignore[assignment]  # position in the input batch (hides tuple.index)
-    ts: int  # event time, µs UTC
-    eid: Any  # event id (str or int, per the schema dtype)
-    key: tuple[Any, ...]  # source key values, in Source.key order
-    row: dict[str, Any]  # the schema columns; timestamp columns as µs ints; None for nulls
-    extra: dict[str, Any]  # fields not in the schema (kept for the offline `_extra` column)
-    correlation_id: str | None
-
-
-@dataclass(slots=True)
-class Validated:
-    """A validated batch: the accepted events as aligned columns (input order), the rejects,
-    and one typed Arrow array per schema column holding the accepted events' values.
-
-    Batch-wise callers read the columns; `rows` and `events` finish each event's row first
-    (timestamps as µs, floats given as ints as floats; for a batch read as columns, its
-    payloads decoded first), work a caller of the columns alone never pays for.
-    """
-
-    rejected: list[Rejected]
-    index: list[int]  # position in the input batch
-    eids: list[Any]
-    keys: list[tuple[Any, ...]]
-    extras: list[dict[str, Any]] | None  # None: no event has fields beyond the schema
-    correlation_ids: list[str | None]
-    columns: list[pa.Array]
-    # The rows and the event times (µs), made on the first call and then kept.
-    finish: Callable[[], _Finished] = field(repr=False, compare=False, default=lambda: ([], []))
-    # The correlation ids as an Arrow string array when the validator built one (JSON
-    # batches, where the conversion also checks their type); None: not built.
-    correlation_array: pa.Array | None = None
-
-    @property
-    def rows(self) -> list[dict[str, Any]]:
-        """Each accepted event's row: its schema columns, timestamps as µs ints."""
-        return self.finish()[0]
-
-    @property
-    def events(self) -> list[Event]:
-        """The accepted events, in input order (their rows finished)."""
-        rows, ts = self.finish()
-        extras = self.extras if self.extras is not None else [{} for _ in self.index]
-        return _events(self.index, ts, self.eids, self.keys, rows, extras, self.correlation_ids)
 
 
 class _ColumnState:
@@ -257,7 +204,7 @@ class SourceValidator:
             [], index, raw(self._eid), keys, None, cids.to_pylist(), arrays, finish, cids
         )
 
-    def _decode_rows(self, payloads: Sequence[Any], arrays: list[pa.Array]) -> _Finished:
+    def _decode_rows(self, payloads: Sequence[Any], arrays: list[pa.Array]) -> Finished:
         """The rows of a batch read in columns: its payloads decoded and finished as the
         value-by-value path does (each holds every schema field and nothing more)."""
         objs: list[dict[str, Any]] = list(map(orjson.loads, payloads))
@@ -398,7 +345,7 @@ class SourceValidator:
         arrays: list[pa.Array],
         raw: list[Sequence[Any]],
         held: bool,
-    ) -> _Finished:
+    ) -> Finished:
         """Turn each event's own dict into its row in place; returns the rows and the event
         times (run once, on the first read of `Validated.rows` or `events`).
 
@@ -418,10 +365,3 @@ class SourceValidator:
             elif dtype == "float" and (array.null_count or not set(map(type, values)) <= {float}):
                 _consume(map(setitem, rows, repeat(name), array.to_pylist()))
         return rows, event_times
-
-
-def _events(*columns: list[Any]) -> list[Event]:
-    """Events from their fields' columns: `tuple.__new__` over `zip` runs in C (no
-    Python `__new__` per event, as `Event(...)` or `Event._make` would call)."""
-    made = map(tuple.__new__, repeat(Event), zip(*columns, strict=True))
-    return cast(list[Event], list(made))
