@@ -87,7 +87,7 @@ def test_sigkill_mid_stream_then_resume_gives_exact_results(
         deadline = time.monotonic() + 60
         while applied() <= before and time.monotonic() < deadline:
             time.sleep(0.02)
-        time.sleep(rng.uniform(0.0, 0.3))
+        time.sleep(rng.uniform(0.0, 0.1))
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(timeout=30) == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
         after = applied()
