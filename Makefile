@@ -12,7 +12,7 @@ help:
 	@echo "make test   - set up .venv, make sure redis-server exists, run the whole suite"
 	@echo "make demo   - end-to-end demo against a project-owned Redis"
 	@echo "make up     - Redis + pipeline + API in the foreground"
-	@echo "make lint   - ruff check + ruff format --check; make typecheck - mypy --strict on features/"
+	@echo "make lint   - ruff check + ruff format --check; make typecheck - mypy --strict on features/, pipelines/ and serving/"
 
 $(STAMP): pyproject.toml
 	@if [ -z "$(PYTHON)" ]; then echo "error: Python 3.11 or 3.12 is required (Bytewax 0.21 has no wheels for newer)"; exit 1; fi
@@ -43,7 +43,7 @@ lint: venv
 	$(BIN)/ruff format --check .
 
 typecheck: venv
-	$(BIN)/mypy features
+	$(BIN)/mypy --strict features pipelines serving
 
 demo: venv redis-server
 	$(BIN)/rillet demo

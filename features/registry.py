@@ -94,7 +94,7 @@ def apply(
         with client.pipeline(transaction=True) as pipe:
             while True:
                 try:
-                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    pipe.watch(key)
                     current = _current(pipe.get(key), key, allow_breaking)
                     changes = plan(current, defs)
                     if changes.breaking and not allow_breaking:

@@ -167,7 +167,7 @@ def run_pipeline(
 
     workers = workers or settings.workers
     recovery_config = None
-    keys = shard_keys.BALANCED
+    keys: tuple[str, ...] = shard_keys.BALANCED
     if recovery:
         if workers * max(1, len(addresses)) > settings.recovery_partitions:
             msg = (

@@ -313,7 +313,8 @@ class ViewTiles:
             return []
         if count < len(live):
             live = live[np.argpartition(self.used[live], count - 1)[:count]]
-        return live.tolist()
+        out: list[int] = live.tolist()
+        return out
 
     def last_use(self) -> Array:
         """When each cached entity was last used (flush numbers)."""

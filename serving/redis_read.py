@@ -52,7 +52,7 @@ class OnlineReader:
         if self._idle:
             conn = self._idle.pop()
         else:
-            conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+            conn = await self._pool.get_connection()
         try:
             replies = await _round_trip(conn, payload, count)
         except BaseException:

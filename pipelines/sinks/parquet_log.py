@@ -48,13 +48,18 @@ _FILE = re.compile(r"^(?P<writer>[^/]+)-(?P<seq>\d+)\.parquet$")
 
 
 class LogEvent(Protocol):
-    """What the log needs of a validated event (`features.schema.Event`)."""
+    """What the log needs of a validated event (`features.schema.Event`, read-only)."""
 
-    ts: int
-    eid: Any
-    row: dict[str, Any]
-    extra: dict[str, Any]
-    correlation_id: str | None
+    @property
+    def ts(self) -> int: ...
+    @property
+    def eid(self) -> Any: ...
+    @property
+    def row(self) -> dict[str, Any]: ...
+    @property
+    def extra(self) -> dict[str, Any]: ...
+    @property
+    def correlation_id(self) -> str | None: ...
 
 
 def log_dir(root: Path | str, source_name: str) -> Path:
